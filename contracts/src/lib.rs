@@ -1,0 +1,14 @@
+//! Message contracts shared by every Switchyard service.
+//!
+//! Only serde (and schemars) types live here: the envelope metadata, each service's
+//! commands, events and queries, the outcome a worker reports for a command, and the
+//! routing keys, spelled out as constants rather than derived from type names so that a
+//! rename in Rust never silently re-routes traffic on the broker.
+
+pub mod catalog;
+pub mod envelope;
+pub mod outcome;
+pub mod schema;
+
+pub use envelope::{Envelope, headers};
+pub use outcome::{Outcome, OutcomeStatus, QueryReply, Rejection, RejectionKind};

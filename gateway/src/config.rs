@@ -1,0 +1,92 @@
+//! Gateway configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use platform::config::{BusConfig, ConfigError, Source, millis_or, parse_or};
+use secrecy::SecretSlice;
+
+/// Everything the gateway needs to start.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Broker settings.
+    pub bus: BusConfig,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Key that signs operation ids, shared by every replica (hex, at least 32 bytes).
+    pub operation_key: SecretSlice<u8>,
+    /// How long a read waits for its reply before answering 504.
+    pub query_timeout: Duration,
+    /// Upper bound for `Prefer: wait=N`.
+    pub max_wait: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: u64,
+}
+
+impl GatewayConfig {
+    /// Reads `HTTP_ADDR`, `OPERATION_KEY`, `QUERY_TIMEOUT_MS`, `MAX_WAIT_MS`, `BODY_LIMIT`
+    /// and the bus variables.
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let Some(key_hex) = source.get("OPERATION_KEY") else {
+            return Err(ConfigError::new(
+                "OPERATION_KEY",
+                "",
+                "required: 64+ hex characters shared by all gateway replicas (e.g. `openssl rand -hex 32`)",
+            ));
+        };
+        let key = hex::decode(key_hex.trim())
+            .map_err(|_| ConfigError::new("OPERATION_KEY", "<hidden>", "must be hex"))?;
+        if key.len() < 32 {
+            return Err(ConfigError::new(
+                "OPERATION_KEY",
+                "<hidden>",
+                "must be at least 32 bytes",
+            ));
+        }
+        let body_limit: u64 = parse_or(source, "BODY_LIMIT", 64 * 1024)?;
+        if !(1024..=10 * 1024 * 1024).contains(&body_limit) {
+            let value = body_limit.to_string();
+            return Err(ConfigError::new(
+                "BODY_LIMIT",
+                &value,
+                "must be 1 KiB to 10 MiB",
+            ));
+        }
+        Ok(Self {
+            bus: BusConfig::from_source(source)?,
+            http_addr: parse_or(
+                source,
+                "HTTP_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
+            operation_key: SecretSlice::from(key),
+            query_timeout: millis_or(
+                source,
+                "QUERY_TIMEOUT_MS",
+                Duration::from_secs(5),
+                50..=60_000,
+            )?,
+            max_wait: millis_or(source, "MAX_WAIT_MS", Duration::from_secs(30), 0..=30_000)?,
+            body_limit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn the_operation_key_is_required_and_checked() {
+        let mut source: HashMap<String, String> = HashMap::new();
+        let error = GatewayConfig::from_source(&source).unwrap_err().to_string();
+        assert!(error.contains("SWITCHYARD_OPERATION_KEY"), "{error}");
+        source.insert("OPERATION_KEY".into(), "abcd".into());
+        assert!(GatewayConfig::from_source(&source).is_err());
+        source.insert("OPERATION_KEY".into(), "ab".repeat(32));
+        let config = GatewayConfig::from_source(&source).unwrap();
+        assert_eq!(config.max_wait, Duration::from_secs(30));
+    }
+}

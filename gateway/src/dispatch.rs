@@ -1,0 +1,268 @@
+//! From HTTP to the bus: publishing commands (and waiting for their outcome when asked),
+//! and asking queries.
+
+use std::time::Duration;
+
+use contracts::catalog::{self, CatalogQuery, OperationRef};
+use contracts::{Envelope, Outcome, QueryReply};
+use platform::bus::{Bus, Outgoing, PublishError, ReplyError};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::operation_id::OperationIds;
+use crate::problem::Problem;
+
+/// Namespace for operation ids derived from an `Idempotency-Key`.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_6f0e_9a2b_4c3d_8e7f_a1b2_c3d4_e5f6);
+
+/// What a request brings besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// `X-Request-Id` (always present: the edge generates one).
+    pub request_id: String,
+    /// Authenticated user, once auth exists.
+    pub actor: Option<String>,
+    /// How long the client prefers to wait for the outcome (`Prefer: wait=N`).
+    pub wait: Option<Duration>,
+    /// `Idempotency-Key`, if sent.
+    pub idempotency_key: Option<String>,
+}
+
+/// A submitted command.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Published and confirmed; outcome not known (yet).
+    Accepted {
+        /// Public operation id.
+        operation_id: String,
+    },
+    /// The outcome arrived within the client's wait.
+    Completed {
+        /// Public operation id.
+        operation_id: String,
+        /// What the worker reported.
+        outcome: Outcome,
+    },
+}
+
+/// Publishes commands and asks queries on behalf of HTTP handlers.
+#[derive(Clone)]
+pub struct Dispatcher {
+    bus: Bus,
+    ids: OperationIds,
+    query_timeout: Duration,
+}
+
+impl Dispatcher {
+    /// A dispatcher on `bus`.
+    pub fn new(bus: Bus, ids: OperationIds, query_timeout: Duration) -> Self {
+        Self {
+            bus,
+            ids,
+            query_timeout,
+        }
+    }
+
+    /// The bus, for readiness.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The operation id for a write: derived from the `Idempotency-Key` (scoped to the
+    /// actor, method and path) so a retry names the same operation, or fresh otherwise.
+    pub fn operation_uuid(&self, context: &RequestContext, method: &str, path: &str) -> Uuid {
+        match &context.idempotency_key {
+            Some(key) => {
+                let actor = context.actor.as_deref().unwrap_or("anonymous");
+                let name = format!("{actor}\n{method}\n{path}\n{key}");
+                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
+            }
+            None => Uuid::now_v7(),
+        }
+    }
+
+    /// Id for a resource a command creates: tied to the operation when the request is
+    /// idempotent (a retry creates nothing new), fresh otherwise.
+    pub fn resource_uuid(&self, context: &RequestContext, operation: Uuid) -> Uuid {
+        match context.idempotency_key {
+            Some(_) => Uuid::new_v5(&operation, b"resource"),
+            None => Uuid::now_v7(),
+        }
+    }
+
+    /// Publishes a command to `service` and, if the client asked to wait, waits for its
+    /// outcome. A publish that is not confirmed is a 503: the client must retry.
+    pub async fn submit<C: Serialize>(
+        &self,
+        service: &str,
+        routing_key: &str,
+        command: &C,
+        operation: Uuid,
+        context: &RequestContext,
+    ) -> Result<Submitted, Problem> {
+        let body = serde_json::to_vec(command)
+            .map_err(|e| Problem::bad_request(format!("cannot encode command: {e}")))?;
+        let mut envelope = Envelope::new(routing_key, catalog::SCHEMA_VERSION, operation);
+        // One command per operation: its message id is the operation id, so a retried
+        // request (same Idempotency-Key) is recognised by the worker's inbox.
+        envelope.message_id = operation;
+        envelope.actor = context.actor.clone();
+        envelope.request_id = Some(context.request_id.clone());
+        let exchange = self.bus.topology.commands_exchange();
+        let message = Outgoing {
+            exchange: &exchange,
+            routing_key,
+            envelope: &envelope,
+            body: &body,
+            mandatory: true,
+            expiration: None,
+            extra_headers: None,
+        };
+        let operation_id = self.ids.issue(operation, service);
+        let wait = context.wait.filter(|w| !w.is_zero());
+        let publisher = &self.bus.publisher;
+        let Some(wait) = wait else {
+            publisher
+                .publish(message)
+                .await
+                .map_err(|e| publish_problem(service, &e))?;
+            return Ok(Submitted::Accepted { operation_id });
+        };
+        let waiter = publisher.expect_reply(&operation.to_string());
+        publisher
+            .publish_expecting_reply(message)
+            .await
+            .map_err(|e| publish_problem(service, &e))?;
+        let Some(reply) = waiter.wait(wait).await else {
+            return Ok(Submitted::Accepted { operation_id });
+        };
+        match serde_json::from_slice::<Outcome>(&reply.body) {
+            Ok(outcome) => Ok(Submitted::Completed {
+                operation_id,
+                outcome,
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "malformed outcome reply; answering 202");
+                Ok(Submitted::Accepted { operation_id })
+            }
+        }
+    }
+
+    /// Asks a query and returns the answer's body; a rejection becomes its problem.
+    pub async fn query<Q: Serialize>(
+        &self,
+        routing_key: &str,
+        query: &Q,
+        context: &RequestContext,
+    ) -> Result<Value, Problem> {
+        let body = serde_json::to_vec(query)
+            .map_err(|e| Problem::bad_request(format!("cannot encode query: {e}")))?;
+        let mut envelope = Envelope::new(routing_key, catalog::SCHEMA_VERSION, Uuid::now_v7());
+        envelope.correlation_id = envelope.message_id;
+        envelope.actor = context.actor.clone();
+        envelope.request_id = Some(context.request_id.clone());
+        let exchange = self.bus.topology.commands_exchange();
+        let message = Outgoing {
+            exchange: &exchange,
+            routing_key,
+            envelope: &envelope,
+            body: &body,
+            mandatory: true,
+            // A query nobody picked up before the deadline is dropped by the broker
+            // instead of being answered to a caller who left.
+            expiration: Some(self.query_timeout),
+            extra_headers: None,
+        };
+        let reply = self
+            .bus
+            .publisher
+            .request(message, self.query_timeout)
+            .await
+            .map_err(|error| match error {
+                ReplyError::Publish(e) => publish_problem(service_of(routing_key), &e),
+                ReplyError::Timeout(t) => Problem::timeout(format!(
+                    "no answer from {} within {t:?}",
+                    service_of(routing_key)
+                )),
+            })?;
+        match serde_json::from_slice::<QueryReply>(&reply.body) {
+            Ok(QueryReply::Ok { body }) => Ok(body),
+            Ok(QueryReply::Rejected { rejection }) => Err(Problem::from_rejection(&rejection)),
+            Err(error) => {
+                tracing::warn!(%error, "malformed query reply");
+                Err(Problem::unavailable(
+                    "the service answered with something unreadable",
+                ))
+            }
+        }
+    }
+
+    /// The state of an operation: the owning service's recorded outcome, or `accepted` for
+    /// an id we issued that has no outcome yet.
+    pub async fn operation(
+        &self,
+        public_id: &str,
+        context: &RequestContext,
+    ) -> Result<Value, Problem> {
+        let Some((uuid, service)) = self.ids.verify(public_id) else {
+            return Err(Problem::not_found(format!(
+                "operation {public_id} does not exist"
+            )));
+        };
+        let routing_key = match service.as_str() {
+            catalog::SERVICE => catalog::queries::OPERATION_GET,
+            other => {
+                return Err(Problem::not_found(format!(
+                    "operation of unknown service {other}"
+                )));
+            }
+        };
+        let query = CatalogQuery::GetOperation(OperationRef { operation_id: uuid });
+        match self.query(routing_key, &query, context).await {
+            Ok(outcome) => {
+                let outcome: Outcome = serde_json::from_value(outcome).map_err(|_| {
+                    Problem::unavailable("the service answered with something unreadable")
+                })?;
+                Ok(operation_view(public_id, &outcome))
+            }
+            Err(problem) if problem.status == 404 => {
+                Ok(serde_json::json!({"operation_id": public_id, "status": "accepted"}))
+            }
+            Err(problem) => Err(problem),
+        }
+    }
+}
+
+/// The JSON clients see for an operation with an outcome.
+pub fn operation_view(public_id: &str, outcome: &Outcome) -> Value {
+    let mut view = serde_json::json!({
+        "operation_id": public_id,
+        "status": outcome.status,
+        "completed_at": outcome.completed_at,
+    });
+    if let Some(rejection) = &outcome.rejection {
+        view["rejection"] = serde_json::json!(rejection);
+    }
+    if let Some(resource) = &outcome.resource {
+        view["resource"] = resource.clone();
+    }
+    view
+}
+
+fn service_of(routing_key: &str) -> &str {
+    routing_key.split('.').next().unwrap_or(routing_key)
+}
+
+fn publish_problem(service: &str, error: &PublishError) -> Problem {
+    match error {
+        PublishError::Unroutable(_) => {
+            tracing::warn!(service, "command unroutable: no queue bound");
+            Problem::unavailable(format!("the {service} service is not accepting requests"))
+        }
+        other => {
+            tracing::warn!(service, error = %other, "publish failed");
+            Problem::unavailable("the message broker is unavailable")
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The Switchyard gateway: a thin warp HTTP edge. Writes become commands published with
+//! confirms (202 Accepted, or the outcome with `Prefer: wait`); reads become request-reply
+//! over RabbitMQ; every error is `application/problem+json`.
+
+pub mod config;
+pub mod dispatch;
+pub mod operation_id;
+pub mod problem;
+pub mod routes;
+pub mod startup;
+
+pub use config::GatewayConfig;
+pub use startup::Application;

@@ -1,0 +1,147 @@
+//! RFC 9457 problem details: every error the gateway returns, and the mapping of warp's
+//! own rejections (unknown path, wrong method, oversized body…) onto them.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+/// Media type of problem bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One problem, ready to be a response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem; relative, documented in the OpenAPI document.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short, fixed summary of the kind.
+    pub title: String,
+    /// HTTP status, repeated in the body.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// The operation, when the problem is a command's outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// Seconds after which a retry may succeed (sent as `Retry-After` too).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
+}
+
+impl Problem {
+    /// A problem with `status`, a slug naming its kind, and a detail.
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            operation_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    /// 404: no such resource.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    /// 422: well-formed but breaks a rule.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail)
+    }
+
+    /// 503: the broker is unavailable or nobody consumes the route.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
+        problem.retry_after = Some(1);
+        problem
+    }
+
+    /// 504: no answer in time.
+    pub fn timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", detail)
+    }
+
+    /// From a worker's rejection.
+    pub fn from_rejection(rejection: &contracts::Rejection) -> Self {
+        use contracts::RejectionKind::{Conflict, Invalid, NotFound};
+        match rejection.kind {
+            NotFound => Self::not_found(rejection.detail.clone()),
+            Conflict => Self::new(StatusCode::CONFLICT, "conflict", rejection.detail.clone()),
+            Invalid => Self::invalid(rejection.detail.clone()),
+        }
+    }
+}
+
+impl Reply for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = Response::new(body.into());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            headers.insert("retry-after", HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl warp::reject::Reject for Problem {}
+
+/// Turns any rejection into a problem response; the last filter of the API.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    use warp::reject::{
+        InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader,
+        PayloadTooLarge, UnsupportedMediaType,
+    };
+    let problem = if let Some(problem) = rejection.find::<Problem>() {
+        problem.clone()
+    } else if rejection.is_not_found() {
+        Problem::not_found("no such route")
+    } else if rejection.find::<PayloadTooLarge>().is_some() {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "request body is too large",
+        )
+    } else if rejection.find::<LengthRequired>().is_some() {
+        Problem::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length-required",
+            "send a Content-Length header",
+        )
+    } else if rejection.find::<UnsupportedMediaType>().is_some() {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send application/json",
+        )
+    } else if let Some(query) = rejection.find::<InvalidQuery>() {
+        Problem::bad_request(format!("invalid query string: {query}"))
+    } else if let Some(header) = rejection.find::<InvalidHeader>() {
+        Problem::bad_request(header.to_string())
+    } else if let Some(header) = rejection.find::<MissingHeader>() {
+        Problem::bad_request(header.to_string())
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "method not allowed on this route",
+        )
+    } else {
+        tracing::warn!(?rejection, "unhandled rejection");
+        Problem::bad_request("the request could not be processed")
+    };
+    Ok(problem.into_response())
+}

@@ -1,0 +1,303 @@
+//! The HTTP API: route table and the filters every route shares.
+
+mod courses;
+mod health;
+mod operations;
+mod teachers;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::dispatch::{Dispatcher, RequestContext, Submitted, operation_view};
+use crate::problem::{self, Problem};
+
+/// What handlers share.
+pub struct State {
+    /// Bus access.
+    pub dispatcher: Dispatcher,
+    /// Cap on `Prefer: wait`.
+    pub max_wait: Duration,
+    /// Cap on body size.
+    pub body_limit: u64,
+}
+
+/// Shared handler state.
+pub type Shared = Arc<State>;
+
+/// The whole API, with every rejection turned into a problem response.
+pub fn api(
+    state: Shared,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    health::routes(state.clone())
+        .or(courses::routes(state.clone()))
+        .unify()
+        .or(teachers::routes(state.clone()))
+        .unify()
+        .or(operations::routes(state))
+        .unify()
+        .recover(problem::recover)
+        .unify()
+}
+
+/// Injects the shared state.
+fn with(state: Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Reads request id, `Prefer: wait` and `Idempotency-Key`.
+fn context(state: Shared) -> impl Filter<Extract = (RequestContext,), Error = Rejection> + Clone {
+    warp::header::optional::<String>(platform::http::REQUEST_ID)
+        .and(warp::header::optional::<String>("prefer"))
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and_then(
+            move |request_id: Option<String>, prefer: Option<String>, key: Option<String>| {
+                let max_wait = state.max_wait;
+                async move {
+                    if let Some(key) = &key {
+                        let ok = !key.is_empty()
+                            && key.len() <= 255
+                            && key.bytes().all(|b| b.is_ascii_graphic());
+                        if !ok {
+                            return Err(warp::reject::custom(Problem::bad_request(
+                                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                            )));
+                        }
+                    }
+                    Ok(RequestContext {
+                        request_id: request_id.unwrap_or_default(),
+                        actor: None,
+                        wait: prefer
+                            .as_deref()
+                            .and_then(parse_prefer_wait)
+                            .map(|w| w.min(max_wait)),
+                        idempotency_key: key,
+                    })
+                }
+            },
+        )
+}
+
+/// The `wait` preference of a `Prefer` header (RFC 7240), in whole seconds. Malformed
+/// preferences are ignored, as the RFC asks.
+pub fn parse_prefer_wait(header: &str) -> Option<Duration> {
+    header
+        .split(',')
+        .flat_map(|part| part.split(';'))
+        .filter_map(|token| token.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("wait"))
+        .and_then(|(_, value)| value.trim().trim_matches('"').parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// A JSON body of type `T`: size-limited, `application/json`, strictly decoded.
+fn json_body<T: DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .and_then(|content_type: Option<String>, bytes: Bytes| async move {
+            let json = content_type.as_deref().is_some_and(|c| {
+                let media = c
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                media == "application/json"
+                    || (media.starts_with("application/") && media.ends_with("+json"))
+            });
+            if !json {
+                return Err(warp::reject::custom(Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "send the body as application/json",
+                )));
+            }
+            serde_json::from_slice::<T>(&bytes).map_err(|error| {
+                use serde_json::error::Category;
+                let problem = match error.classify() {
+                    Category::Data => Problem::invalid(format!("invalid body: {error}")),
+                    _ => Problem::bad_request(format!("malformed JSON: {error}")),
+                };
+                warp::reject::custom(problem)
+            })
+        })
+}
+
+/// Parses an id from the path; a malformed one is a 400 that names it.
+fn parse_id(kind: &str, text: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(text)
+        .map_err(|_| Problem::bad_request(format!("{kind} id {text:?} is not a UUID")))
+}
+
+/// A JSON response with a status.
+fn json(status: StatusCode, body: &Value) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// Either side becomes a response.
+fn respond(result: Result<Response, Problem>) -> Result<Response, Infallible> {
+    Ok(result.unwrap_or_else(Reply::into_response))
+}
+
+/// How a route answers a command that succeeded within the client's wait.
+enum OnSuccess {
+    /// 201 with the resource and its `Location`.
+    Created(String),
+    /// 200 with the resource.
+    Ok,
+    /// 204.
+    NoContent,
+}
+
+/// Answers a submitted command: 202 with the operation, or the final status.
+fn submitted(result: Submitted, on_success: OnSuccess) -> Response {
+    let (operation_id, outcome) = match result {
+        Submitted::Accepted { operation_id } => {
+            let location = format!("/v1/operations/{operation_id}");
+            let body = serde_json::json!({"operation_id": operation_id, "status": "accepted"});
+            let mut response = json(StatusCode::ACCEPTED, &body);
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert("location", value);
+            }
+            return response;
+        }
+        Submitted::Completed {
+            operation_id,
+            outcome,
+        } => (operation_id, outcome),
+    };
+    let mut response = if let Some(rejection) = &outcome.rejection {
+        let mut problem = Problem::from_rejection(rejection);
+        problem.operation_id = Some(operation_id.clone());
+        problem.into_response()
+    } else {
+        let resource = outcome
+            .resource
+            .clone()
+            .unwrap_or_else(|| operation_view(&operation_id, &outcome));
+        match on_success {
+            OnSuccess::Created(location) => {
+                let mut response = json(StatusCode::CREATED, &resource);
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert("location", value);
+                }
+                response
+            }
+            OnSuccess::Ok => json(StatusCode::OK, &resource),
+            OnSuccess::NoContent => {
+                let mut response = Response::new(Vec::new().into());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response
+            }
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&operation_id) {
+        response.headers_mut().insert("operation-id", value);
+    }
+    response
+}
+
+/// `limit` and `cursor` of list routes.
+#[derive(Debug)]
+struct ListParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl ListParams {
+    fn page(self) -> Result<contracts::catalog::PageRequest, Problem> {
+        let limit = self.limit.unwrap_or(20);
+        if !(1..=contracts::catalog::MAX_PAGE).contains(&limit) {
+            return Err(Problem::bad_request(format!(
+                "limit must be between 1 and {}",
+                contracts::catalog::MAX_PAGE
+            )));
+        }
+        if let Some(cursor) = &self.cursor
+            && Uuid::parse_str(cursor).is_err()
+        {
+            return Err(Problem::bad_request(
+                "cursor is not valid; use next_cursor from a previous page",
+            ));
+        }
+        Ok(contracts::catalog::PageRequest {
+            limit,
+            cursor: self.cursor,
+        })
+    }
+}
+
+/// Query string of list routes; an empty one is fine.
+fn list_params() -> impl Filter<Extract = (ListParams,), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(|raw: String| async move {
+            serde_urlencoded_like(&raw)
+                .map_err(|detail| warp::reject::custom(Problem::bad_request(detail)))
+        })
+}
+
+/// Parses `limit` and `cursor` by hand: two keys do not justify another dependency, and
+/// the error can name the offending parameter.
+fn serde_urlencoded_like(raw: &str) -> Result<ListParams, String> {
+    let mut params = ListParams {
+        limit: None,
+        cursor: None,
+    };
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                params.limit = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("limit {value:?} is not a number"))?,
+                );
+            }
+            "cursor" => params.cursor = Some(value.to_owned()),
+            other => return Err(format!("unknown query parameter {other:?}")),
+        }
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefer_wait_is_read_and_malformed_preferences_are_ignored() {
+        assert_eq!(parse_prefer_wait("wait=5"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_prefer_wait("respond-async, wait=10"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_prefer_wait("return=minimal; wait=\"3\""),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(parse_prefer_wait("wait=soon"), None);
+        assert_eq!(parse_prefer_wait("return=minimal"), None);
+    }
+
+    #[test]
+    fn list_parameters_are_checked() {
+        let params = serde_urlencoded_like("limit=5&cursor=abc").unwrap();
+        assert_eq!(params.limit, Some(5));
+        assert!(serde_urlencoded_like("limit=x").is_err());
+        assert!(serde_urlencoded_like("page=2").is_err());
+        assert!(serde_urlencoded_like("").unwrap().limit.is_none());
+    }
+}

@@ -1,0 +1,60 @@
+//! Building and running the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use platform::bus::Bus;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::dispatch::Dispatcher;
+use crate::operation_id::OperationIds;
+use crate::routes::{self, State};
+
+/// A built gateway: connected to the broker and bound to its port.
+pub struct Application {
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    bus: Bus,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects to RabbitMQ, declares the exchanges and binds `http_addr` (port 0 picks
+    /// a free port, for tests).
+    pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let bus = Bus::connect(&config.bus, "gateway", true).await?;
+        let ids = OperationIds::new(&config.operation_key).context("bad operation key")?;
+        let state = Arc::new(State {
+            dispatcher: Dispatcher::new(bus.clone(), ids, config.query_timeout),
+            max_wait: config.max_wait,
+            body_limit: config.body_limit,
+        });
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let addr = listener.local_addr()?;
+        let server = platform::http::serve(listener, routes::api(state), shutdown.clone());
+        tracing::info!(%addr, prefix = %config.bus.prefix, "gateway listening");
+        Ok(Self {
+            addr,
+            server,
+            bus,
+            shutdown,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until shutdown, then lets open requests finish and closes the connection.
+    pub async fn run_until_stopped(self) {
+        let _ = self.server.await;
+        self.shutdown.cancel();
+        self.bus.close().await;
+        tracing::info!("gateway stopped");
+    }
+}

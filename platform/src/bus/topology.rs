@@ -1,0 +1,184 @@
+//! Names and declarations of exchanges and queues, declared once at startup.
+//!
+//! Every name starts with the configured prefix so that tests (and several stacks on one
+//! broker) never see each other's traffic.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+/// Deliveries after which the broker itself dead-letters a message that keeps failing, so
+/// a poison message can never loop forever even if a handler misclassifies it.
+const DELIVERY_LIMIT: i64 = 20;
+
+/// Exchange and queue names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Topic exchange for commands and queries.
+    pub fn commands_exchange(&self) -> String {
+        format!("{}.commands", self.prefix)
+    }
+
+    /// Topic exchange for events.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// Exchange dead letters go through.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead-letters", self.prefix)
+    }
+
+    /// A service's command queue.
+    pub fn command_queue(&self, service: &str) -> String {
+        format!("{}.{service}.commands", self.prefix)
+    }
+
+    /// A service's query queue.
+    pub fn query_queue(&self, service: &str) -> String {
+        format!("{}.{service}.queries", self.prefix)
+    }
+
+    /// The dead-letter queue paired with `queue`.
+    pub fn dead_letter_queue(&self, queue: &str) -> String {
+        format!("{queue}.dlq")
+    }
+
+    /// Declares the three exchanges. Idempotent: the broker accepts a redeclaration with
+    /// the same arguments.
+    pub async fn declare_exchanges(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for name in [
+            self.commands_exchange(),
+            self.events_exchange(),
+            self.dead_letter_exchange(),
+        ] {
+            channel
+                .exchange_declare(
+                    name.into(),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Declares a durable quorum queue bound to `exchange` under `keys`, with its own
+    /// dead-letter queue. Returns the queue's name.
+    pub async fn declare_work_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        exchange: &str,
+        keys: &[&str],
+    ) -> lapin::Result<()> {
+        let dlq = self.dead_letter_queue(queue);
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(dlq.as_str().into(), durable, quorum_args(None))
+            .await?;
+        channel
+            .queue_bind(
+                dlq.as_str().into(),
+                self.dead_letter_exchange().into(),
+                dlq.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let args = quorum_args(Some((&self.dead_letter_exchange(), &dlq)));
+        channel.queue_declare(queue.into(), durable, args).await?;
+        for key in keys {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Declares a service's query queue: classic, because queries are short-lived and
+    /// carry a per-message expiry (a late answer is worthless once the caller gave up).
+    pub async fn declare_query_queue(
+        &self,
+        channel: &Channel,
+        service: &str,
+        keys: &[&str],
+    ) -> lapin::Result<String> {
+        let queue = self.query_queue(service);
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), text("classic"));
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), durable, args)
+            .await?;
+        for key in keys {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.commands_exchange().into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(queue)
+    }
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.to_owned()))
+}
+
+fn quorum_args(dead_letter: Option<(&str, &str)>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("quorum"));
+    if let Some((exchange, routing_key)) = dead_letter {
+        args.insert("x-dead-letter-exchange".into(), text(exchange));
+        // Route dead letters by queue name, not by their original key: an event queue's
+        // messages carry another service's keys and must still land in this queue's DLQ.
+        args.insert("x-dead-letter-routing-key".into(), text(routing_key));
+        // Quorum queues dead-letter at-most-once by default; at-least-once (which needs
+        // reject-publish overflow) keeps a message until the DLQ has confirmed it.
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+    }
+    args
+}

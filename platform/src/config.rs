@@ -1,0 +1,198 @@
+//! Configuration: defaults, overridden by environment variables, validated at startup.
+//!
+//! Values are read through [`Source`] so tests feed a map instead of mutating the process
+//! environment. Every variable is `SWITCHYARD_<NAME>`.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// Where configuration values come from.
+pub trait Source {
+    /// The raw value of `SWITCHYARD_<name>`, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(format!("SWITCHYARD_{name}")).ok()
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: SWITCHYARD_{name}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// Variable name without the prefix.
+    pub name: String,
+    /// The offending value.
+    pub value: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `name`.
+    pub fn new(name: &str, value: &str, reason: impl Display) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Reads `name` and parses it, or falls back to `default`.
+pub fn parse_or<T>(source: &dyn Source, name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match source.get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError::new(name, &raw, e)),
+    }
+}
+
+/// Reads a duration given in milliseconds, bounded to `min..=max`.
+pub fn millis_or(
+    source: &dyn Source,
+    name: &str,
+    default: Duration,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    let ms: u64 = parse_or(source, name, default.as_millis() as u64)?;
+    if !range.contains(&ms) {
+        let reason = format!("must be between {} and {} ms", range.start(), range.end());
+        return Err(ConfigError::new(name, &ms.to_string(), reason));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Settings every service needs to reach the broker.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// AMQP URI, with credentials; kept secret so it never lands in a log line.
+    pub amqp_url: SecretString,
+    /// Prefix of every exchange and queue name; tests use a fresh one each.
+    pub prefix: String,
+    /// Unacknowledged deliveries a consumer may hold.
+    pub prefetch: u16,
+    /// Channels publishing in parallel.
+    pub publish_channels: usize,
+    /// How long a publish may wait for the broker's confirm.
+    pub confirm_timeout: Duration,
+}
+
+impl BusConfig {
+    /// Reads `AMQP_URL`, `PREFIX`, `PREFETCH`, `PUBLISH_CHANNELS`, `CONFIRM_TIMEOUT_MS`.
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let url = source
+            .get("AMQP_URL")
+            .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(ConfigError::new(
+                "AMQP_URL",
+                "<hidden>",
+                "must start with amqp://",
+            ));
+        }
+        let prefix = source
+            .get("PREFIX")
+            .unwrap_or_else(|| "switchyard".to_owned());
+        let prefix_ok = !prefix.is_empty()
+            && prefix.len() <= 64
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !prefix_ok {
+            return Err(ConfigError::new(
+                "PREFIX",
+                &prefix,
+                "use 1-64 of [A-Za-z0-9_-]",
+            ));
+        }
+        let prefetch: u16 = parse_or(source, "PREFETCH", 64)?;
+        if prefetch == 0 {
+            return Err(ConfigError::new("PREFETCH", "0", "must be at least 1"));
+        }
+        let publish_channels: usize = parse_or(source, "PUBLISH_CHANNELS", 4)?;
+        if !(1..=64).contains(&publish_channels) {
+            let value = publish_channels.to_string();
+            return Err(ConfigError::new(
+                "PUBLISH_CHANNELS",
+                &value,
+                "must be 1 to 64",
+            ));
+        }
+        let confirm_timeout = millis_or(
+            source,
+            "CONFIRM_TIMEOUT_MS",
+            Duration::from_secs(5),
+            100..=60_000,
+        )?;
+        Ok(Self {
+            amqp_url: SecretString::from(url),
+            prefix,
+            prefetch,
+            publish_channels,
+            confirm_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = BusConfig::from_source(&source(&[])).unwrap();
+        assert_eq!(config.prefix, "switchyard");
+        assert_eq!(config.prefetch, 64);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let config =
+            BusConfig::from_source(&source(&[("PREFIX", "t-1"), ("PREFETCH", "5")])).unwrap();
+        assert_eq!(config.prefix, "t-1");
+        assert_eq!(config.prefetch, 5);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = BusConfig::from_source(&source(&[("PREFETCH", "many")])).unwrap_err();
+        assert!(error.to_string().contains("SWITCHYARD_PREFETCH"), "{error}");
+        let error = BusConfig::from_source(&source(&[("PREFIX", "a.b")])).unwrap_err();
+        assert!(error.to_string().contains("SWITCHYARD_PREFIX"), "{error}");
+        let error = BusConfig::from_source(&source(&[("AMQP_URL", "http://x")])).unwrap_err();
+        assert!(
+            !error.to_string().contains("http://x"),
+            "URLs may hold secrets: {error}"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The runtime every Switchyard service shares: configuration, telemetry, the AMQP bus
+//! (topology, confirmed publisher, consumer loop, request-reply), health endpoints and
+//! graceful shutdown. Services hold handlers and storage; everything else is here.
+
+pub mod bus;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod shutdown;
+pub mod telemetry;

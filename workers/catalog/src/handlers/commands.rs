@@ -1,0 +1,128 @@
+//! The command handler: decode, deduplicate, validate, apply, record the outcome, reply.
+
+use contracts::catalog::{CatalogCommand, SCHEMA_VERSION};
+use contracts::{Outcome, Rejection};
+use mongodb::bson::doc;
+use platform::bus::{Bus, Disposition, Handler, Incoming};
+use tracing::Instrument as _;
+
+use crate::store::{Effect, Store, StoreError, courses, operations, outbox, teachers};
+
+/// Handles the catalog command queue.
+pub struct CommandHandler {
+    store: Store,
+    bus: Bus,
+}
+
+impl CommandHandler {
+    /// A handler over `store` that publishes events on `bus`.
+    pub fn new(store: Store, bus: Bus) -> Self {
+        Self { store, bus }
+    }
+
+    async fn apply(
+        &self,
+        incoming: &Incoming,
+        command: &CatalogCommand,
+    ) -> Result<Effect, StoreError> {
+        if let Err(detail) = command.validate() {
+            return Ok(Effect::Rejected(Rejection::invalid(detail)));
+        }
+        let envelope = &incoming.envelope;
+        match command {
+            CatalogCommand::CreateCourse(c) => courses::create(&self.store, envelope, c).await,
+            CatalogCommand::UpdateCourse(c) => courses::update(&self.store, envelope, c).await,
+            CatalogCommand::DeleteCourse(c) => courses::delete(&self.store, envelope, c).await,
+            CatalogCommand::CreateTeacher(c) => teachers::create(&self.store, envelope, c).await,
+            CatalogCommand::DeleteTeacher(c) => teachers::delete(&self.store, envelope, c).await,
+            CatalogCommand::AssignCourse(c) => teachers::assign(&self.store, envelope, c).await,
+            CatalogCommand::UnassignCourse(c) => teachers::unassign(&self.store, envelope, c).await,
+        }
+    }
+
+    /// Publishes the touched document's events now rather than at the next sweep; a
+    /// failure here is harmless, the relay retries.
+    async fn flush(&self, command: &CatalogCommand) {
+        let (collection, id) = match command {
+            CatalogCommand::CreateCourse(c) => (&self.store.courses, c.course_id),
+            CatalogCommand::UpdateCourse(c) => (&self.store.courses, c.course_id),
+            CatalogCommand::DeleteCourse(c) => (&self.store.courses, c.course_id),
+            CatalogCommand::CreateTeacher(c) => (&self.store.teachers, c.teacher_id),
+            CatalogCommand::DeleteTeacher(c) => (&self.store.teachers, c.teacher_id),
+            CatalogCommand::AssignCourse(c) | CatalogCommand::UnassignCourse(c) => {
+                (&self.store.teachers, c.teacher_id)
+            }
+        };
+        let found = collection.find_one(doc! {"_id": id.to_string()}).await;
+        if let Ok(Some(document)) = found
+            && let Err(error) = outbox::flush_document(&self.bus, collection, &document).await
+        {
+            tracing::debug!(%error, "immediate event publish failed; the relay will retry");
+        }
+    }
+}
+
+fn reply(outcome: &Outcome) -> Disposition {
+    Disposition::Done {
+        reply: serde_json::to_vec(outcome).ok(),
+    }
+}
+
+impl Handler for CommandHandler {
+    async fn handle(&self, incoming: Incoming) -> Disposition {
+        let envelope = &incoming.envelope;
+        let command: CatalogCommand = match serde_json::from_slice(&incoming.body) {
+            Ok(command) => command,
+            Err(error) => return Disposition::Dead(format!("undecodable command: {error}")),
+        };
+        if command.routing_key() != envelope.message_type {
+            return Disposition::Dead(format!(
+                "type header {} does not match body type {}",
+                envelope.message_type,
+                command.routing_key()
+            ));
+        }
+        if envelope.schema_version != SCHEMA_VERSION {
+            return Disposition::Dead(format!(
+                "unsupported schema version {}",
+                envelope.schema_version
+            ));
+        }
+        let operation_id = envelope.message_id;
+        let span = tracing::info_span!(
+            "command",
+            operation_id = %operation_id,
+            message_type = %envelope.message_type,
+            request_id = envelope.request_id.as_deref().unwrap_or(""),
+        );
+        self.decide(incoming, command).instrument(span).await
+    }
+}
+
+impl CommandHandler {
+    async fn decide(&self, incoming: Incoming, command: CatalogCommand) -> Disposition {
+        let operation_id = incoming.envelope.message_id;
+        match operations::get(&self.store, operation_id).await {
+            Ok(Some(outcome)) => {
+                tracing::info!("duplicate command, answering with the recorded outcome");
+                return reply(&outcome);
+            }
+            Ok(None) => {}
+            Err(error) => return Disposition::Retry(error.to_string()),
+        }
+        let effect = match self.apply(&incoming, &command).await {
+            Ok(effect) => effect,
+            Err(error) => return Disposition::Retry(error.to_string()),
+        };
+        let applied = matches!(effect, Effect::Applied(_));
+        let outcome = match operations::record(&self.store, operation_id, effect).await {
+            Ok(outcome) => outcome,
+            Err(error) => return Disposition::Retry(error.to_string()),
+        };
+        if applied {
+            self.flush(&command).await;
+        }
+        tracing::info!(status = ?outcome.status, "command handled");
+        reply(&outcome)
+    }
+}

@@ -1,0 +1,105 @@
+//! The query handler: reads answered by direct reply.
+
+use contracts::catalog::{CatalogQuery, MAX_PAGE, PageRequest};
+use contracts::{QueryReply, Rejection};
+use platform::bus::{Disposition, Handler, Incoming};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::store::{Store, StoreError, courses, operations, teachers};
+
+/// Handles the catalog query queue.
+pub struct QueryHandler {
+    store: Store,
+}
+
+impl QueryHandler {
+    /// A handler reading `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    async fn answer(&self, query: CatalogQuery) -> Result<QueryReply, StoreError> {
+        Ok(match query {
+            CatalogQuery::ListCourses(page) => match parse_page(&page) {
+                Ok((limit, cursor)) => ok(&courses::list(&self.store, limit, cursor).await?),
+                Err(rejection) => QueryReply::Rejected { rejection },
+            },
+            CatalogQuery::GetCourse(r) => match courses::get(&self.store, r.course_id).await? {
+                Some(course) => ok(&course),
+                None => missing(format!("course {} does not exist", r.course_id)),
+            },
+            CatalogQuery::ListTeachers(page) => match parse_page(&page) {
+                Ok((limit, cursor)) => ok(&teachers::list(&self.store, limit, cursor).await?),
+                Err(rejection) => QueryReply::Rejected { rejection },
+            },
+            CatalogQuery::GetTeacher(r) => match teachers::get(&self.store, r.teacher_id).await? {
+                Some(teacher) => ok(&teacher),
+                None => missing(format!("teacher {} does not exist", r.teacher_id)),
+            },
+            CatalogQuery::TeacherCourses(r) => match teachers::get(&self.store, r.teacher_id)
+                .await?
+            {
+                Some(teacher) => {
+                    let ids: Vec<String> = teacher.course_ids.iter().map(Uuid::to_string).collect();
+                    ok(&courses::many(&self.store, &ids).await?)
+                }
+                None => missing(format!("teacher {} does not exist", r.teacher_id)),
+            },
+            CatalogQuery::GetOperation(r) => {
+                match operations::get(&self.store, r.operation_id).await? {
+                    Some(outcome) => ok(&outcome),
+                    None => missing(format!("operation {} has no outcome here", r.operation_id)),
+                }
+            }
+        })
+    }
+}
+
+fn ok<T: Serialize>(body: &T) -> QueryReply {
+    QueryReply::Ok {
+        body: serde_json::to_value(body).unwrap_or_default(),
+    }
+}
+
+fn missing(detail: String) -> QueryReply {
+    QueryReply::Rejected {
+        rejection: Rejection::not_found(detail),
+    }
+}
+
+fn parse_page(page: &PageRequest) -> Result<(u32, Option<Uuid>), Rejection> {
+    if !(1..=MAX_PAGE).contains(&page.limit) {
+        return Err(Rejection::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let cursor = match &page.cursor {
+        None => None,
+        Some(text) => {
+            Some(Uuid::parse_str(text).map_err(|_| Rejection::invalid("cursor is not valid"))?)
+        }
+    };
+    Ok((page.limit, cursor))
+}
+
+impl Handler for QueryHandler {
+    async fn handle(&self, incoming: Incoming) -> Disposition {
+        let query: CatalogQuery = match serde_json::from_slice(&incoming.body) {
+            Ok(query) => query,
+            Err(error) => {
+                let rejection = Rejection::invalid(format!("undecodable query: {error}"));
+                let body = serde_json::to_vec(&QueryReply::Rejected { rejection }).ok();
+                return Disposition::Done { reply: body };
+            }
+        };
+        match self.answer(query).await {
+            Ok(answer) => Disposition::Done {
+                reply: serde_json::to_vec(&answer).ok(),
+            },
+            // Another try may still beat the caller's deadline; once it has passed, the
+            // query's per-message expiry drops it from the queue.
+            Err(error) => Disposition::Retry(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! MongoDB storage for the catalog, correct without multi-document transactions.
+//!
+//! Every change is one atomic single-document update that also records the operation id
+//! in the document's `applied` list and appends the events it causes to the document's
+//! `outbox`. Updates are guarded by the document's `version` (optimistic concurrency), so
+//! a redelivered command either finds its id in `applied` or re-reads and re-decides;
+//! it can never apply twice. Steps that touch other documents (pulling a deleted course
+//! from every teacher) are idempotent by nature and are simply redone on redelivery.
+//! After the effect, the outcome is written to `operations` (first write wins), and only
+//! then is the message acknowledged.
+
+pub mod courses;
+pub mod operations;
+pub mod outbox;
+pub mod teachers;
+
+use contracts::Rejection;
+use mongodb::bson::{Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde_json::Value;
+
+/// How many operation ids a document remembers; the `operations` collection is the
+/// primary duplicate check, this list only covers a crash between effect and outcome.
+pub const APPLIED_KEPT: i32 = 64;
+/// How often an optimistic update is retried when another writer got there first.
+pub const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// A storage failure; always transient from the handler's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or is unreachable.
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// A stored document does not have the expected shape.
+    #[error("malformed document: {0}")]
+    Decode(#[from] mongodb::bson::de::Error),
+    /// A value could not be turned into BSON.
+    #[error("cannot encode: {0}")]
+    Encode(#[from] mongodb::bson::ser::Error),
+    /// Concurrent writers kept winning the race.
+    #[error("too much contention on {0}")]
+    Contention(String),
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Applied (now or by an earlier delivery); the resource as it stands, if any.
+    Applied(Option<Value>),
+    /// Refused by a business rule; nothing changed.
+    Rejected(Rejection),
+}
+
+/// The catalog's collections.
+#[derive(Clone)]
+pub struct Store {
+    /// The database.
+    pub db: Database,
+    /// Courses (tombstoned on delete so the delete's event has a home).
+    pub courses: Collection<Document>,
+    /// Teachers, each with the ids of the courses they give.
+    pub teachers: Collection<Document>,
+    /// Outcomes of handled operations, keyed by operation id.
+    pub operations: Collection<Document>,
+}
+
+impl Store {
+    /// Connects and makes sure the unique indexes exist.
+    pub async fn connect(url: &str, database: &str) -> Result<Self, StoreError> {
+        let client = Client::with_uri_str(url).await?;
+        let db = client.database(database);
+        let store = Self {
+            courses: db.collection("courses"),
+            teachers: db.collection("teachers"),
+            operations: db.collection("operations"),
+            db,
+        };
+        let unique = IndexOptions::builder().unique(true).build();
+        store
+            .courses
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"code": 1})
+                    .options(unique.clone())
+                    .build(),
+            )
+            .await?;
+        store
+            .teachers
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"email": 1})
+                    .options(unique)
+                    .build(),
+            )
+            .await?;
+        Ok(store)
+    }
+
+    /// Round trip to the server, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+}
+
+/// True when the error is a unique-index violation (code 11000), whichever write path
+/// reported it.
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|w| w.iter().any(|e| e.code == 11000)),
+        _ => false,
+    }
+}
+
+/// Reads a string array field, tolerating its absence.
+pub(crate) fn strings(document: &Document, field: &str) -> Vec<String> {
+    document
+        .get_array(field)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|b| b.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The document's version, for optimistic updates.
+pub(crate) fn version(document: &Document) -> i64 {
+    document
+        .get_i64("version")
+        .or_else(|_| document.get_i32("version").map(i64::from))
+        .unwrap_or(0)
+}
+
+/// Whether the document is a tombstone.
+pub(crate) fn is_deleted(document: &Document) -> bool {
+    document.contains_key("deleted_at")
+}
