@@ -1,0 +1,10 @@
+//! End-to-end tests: the gateway and the catalog worker against real RabbitMQ and the
+//! MongoDB stand-in, each test under its own queue prefix and database.
+
+// Test helpers outside #[test] functions may fail loudly: a panic is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod courses;
+mod helpers;
+mod robustness;
+mod teachers;

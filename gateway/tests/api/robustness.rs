@@ -1,0 +1,343 @@
+//! Idempotency, redelivery, broker failures, bad input and dead letters.
+
+use std::time::Duration;
+
+use contracts::catalog::{CatalogCommand, CreateCourse, commands};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Workers, assert_problem, spawn_app, spawn_with};
+
+#[tokio::test]
+async fn the_same_idempotency_key_twice_is_one_operation_and_one_course() {
+    let app = spawn_app().await;
+    let send = || {
+        app.client
+            .post(app.url("/v1/courses"))
+            .header("idempotency-key", "key-123")
+            .header("prefer", "wait=10")
+            .json(&json!({"code": "IDEM", "title": "Once"}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(
+        second.status(),
+        StatusCode::CREATED,
+        "a retry sees the same success, not a conflict"
+    );
+    assert_eq!(
+        first.headers()["operation-id"],
+        second.headers()["operation-id"]
+    );
+    let (a, b): (Value, Value) = (first.json().await.unwrap(), second.json().await.unwrap());
+    assert_eq!(a["id"], b["id"]);
+    let page: Value = app.get("/v1/courses").await.json().await.unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_command_delivered_twice_by_the_broker_has_one_effect() {
+    let app = spawn_app().await;
+    let operation = uuid::Uuid::now_v7();
+    let command = CatalogCommand::CreateCourse(CreateCourse {
+        course_id: uuid::Uuid::now_v7(),
+        code: "TWICE".into(),
+        title: "Delivered twice".into(),
+        description: String::new(),
+    });
+    let mut envelope = contracts::Envelope::new(commands::COURSE_CREATE, 1, operation);
+    envelope.message_id = operation;
+    let properties = platform::bus::envelope::to_properties(&envelope);
+    let body = serde_json::to_vec(&command).unwrap();
+    let connection = app.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = format!("{}.commands", app.prefix);
+    for _ in 0..2 {
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                commands::COURSE_CREATE.into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    // A third, later command proves the first two were consumed before we count.
+    app.create_course("AFTER").await;
+    let courses = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("courses");
+    let twice = courses
+        .count_documents(mongodb::bson::doc! {"code": "TWICE"})
+        .await
+        .unwrap();
+    assert_eq!(twice, 1);
+    let operations = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("operations");
+    let recorded = operations
+        .count_documents(mongodb::bson::doc! {"_id": operation.to_string()})
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_command_nobody_consumes_is_503_not_a_silent_drop() {
+    let app = spawn_with(Workers::Absent).await;
+    let response = app
+        .post(
+            "/v1/courses",
+            &json!({"code": "LOST", "title": "Nowhere"}),
+            None,
+        )
+        .await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_query_nobody_answers_in_time_is_504() {
+    let app = spawn_with(Workers::Declared).await;
+    assert_problem(app.get("/v1/courses").await, StatusCode::GATEWAY_TIMEOUT).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn malformed_input_is_a_4xx_problem() {
+    let app = spawn_app().await;
+    let raw = |body: &'static str, content_type: &'static str| {
+        app.client
+            .post(app.url("/v1/courses"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_problem(
+        raw("{not json", "application/json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let unknown = raw(
+        r#"{"code":"A","title":"B","color":"red"}"#,
+        "application/json",
+    )
+    .await
+    .unwrap();
+    let problem = assert_problem(unknown, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(problem["detail"].as_str().unwrap().contains("color"));
+    assert_problem(
+        raw(r#"{"code":1}"#, "application/json").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_problem(
+        raw("code=A", "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    let huge = format!(r#"{{"code":"A","title":"{}"}}"#, "x".repeat(100_000));
+    let response = app
+        .client
+        .post(app.url("/v1/courses"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_problem(app.get("/v1/nothing-here").await, StatusCode::NOT_FOUND).await;
+    let bad_key = app
+        .client
+        .post(app.url("/v1/courses"))
+        .header("idempotency-key", "")
+        .json(&json!({"code": "K", "title": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_key, StatusCode::BAD_REQUEST).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_request_id_is_echoed_or_generated() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/livez"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let response = app
+        .client
+        .get(app.url("/livez"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let generated = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok());
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn readiness_reflects_the_broker_connection() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/livez").await.status(), StatusCode::OK);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_forged_operation_id_is_404() {
+    let app = spawn_app().await;
+    let forged = format!("{}.catalog.0011223344556677", uuid::Uuid::now_v7());
+    assert_problem(
+        app.get(&format!("/v1/operations/{forged}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/operations/whatever").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_created_course_is_announced_on_the_events_exchange() {
+    let app = spawn_app().await;
+    let connection = app.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}.test-events", app.prefix);
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), options, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            format!("{}.events", app.prefix).into(),
+            "catalog.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let response = app
+        .post(
+            "/v1/courses",
+            &json!({"code": "EVT", "title": "Evented"}),
+            Some(10),
+        )
+        .await;
+    let operation_id = response.headers()["operation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.routing_key.as_str(), "catalog.course.created");
+    let envelope = platform::bus::envelope::from_properties(&delivery.properties).unwrap();
+    assert!(operation_id.starts_with(&envelope.correlation_id.to_string()));
+    let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(event["code"], "EVT");
+    // Published exactly once and cleared from the outbox.
+    let again = tokio::time::timeout(Duration::from_millis(800), consumer.next()).await;
+    assert!(again.is_err(), "the event was published twice");
+    let courses = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("courses");
+    let pending = courses
+        .count_documents(mongodb::bson::doc! {"pending_events": {"$gt": 0}})
+        .await
+        .unwrap();
+    assert_eq!(pending, 0);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_with_a_reason_and_the_worker_goes_on() {
+    let app = spawn_app().await;
+    let connection = app.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = format!("{}.commands", app.prefix);
+    let envelope = contracts::Envelope::new(commands::COURSE_CREATE, 1, uuid::Uuid::now_v7());
+    let properties = platform::bus::envelope::to_properties(&envelope);
+    channel
+        .basic_publish(
+            exchange.as_str().into(),
+            commands::COURSE_CREATE.into(),
+            BasicPublishOptions::default(),
+            b"{definitely not json",
+            properties,
+        )
+        .await
+        .unwrap();
+    app.create_course("STILL-OK").await;
+    let dlq = format!("{}.catalog.commands.dlq", app.prefix);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let message = loop {
+        if let Some(message) = channel
+            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            break message;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(message.delivery.data, b"{definitely not json");
+    let reason = platform::bus::envelope::header_text(
+        &message.delivery.properties,
+        contracts::headers::DEATH_REASON,
+    )
+    .unwrap();
+    assert!(reason.contains("undecodable"), "{reason}");
+    app.teardown().await;
+}
