@@ -85,7 +85,7 @@ impl Topology {
     }
 
     /// Declares a durable quorum queue bound to `exchange` under `keys`, with its own
-    /// dead-letter queue. Returns the queue's name.
+    /// dead-letter queue bound to the dead-letter exchange.
     pub async fn declare_work_queue(
         &self,
         channel: &Channel,

@@ -6,7 +6,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use uuid::Uuid;
 
-use super::outbox::OutboxEntry;
+use super::outbox::{self, OutboxEntry};
 use super::{
     APPLIED_KEPT, Effect, MAX_CONFLICT_RETRIES, Store, StoreError, is_deleted, is_duplicate_key,
     strings, version,
@@ -62,6 +62,7 @@ pub async fn create(
         "applied": [envelope.message_id.to_string()],
         "outbox": [entry.to_document()?],
         "pending_events": 1,
+        "changed_ms": outbox::now_ms(),
         "created_at": mongodb::bson::DateTime::now(),
     };
     match store.courses.insert_one(document).await {
@@ -123,7 +124,12 @@ pub async fn update(
             .update_one(
                 doc! {"_id": &id, "version": version(&current)},
                 doc! {
-                    "$set": {"code": &course.code, "title": &course.title, "description": &course.description},
+                    "$set": {
+                        "code": &course.code,
+                        "title": &course.title,
+                        "description": &course.description,
+                        "changed_ms": outbox::now_ms(),
+                    },
                     "$inc": {"version": 1_i64, "pending_events": 1},
                     "$push": {
                         "applied": {"$each": [envelope.message_id.to_string()], "$slice": -APPLIED_KEPT},
@@ -181,7 +187,11 @@ pub async fn delete(
             .update_one(
                 doc! {"_id": &id, "version": version(&current)},
                 doc! {
-                    "$set": {"deleted_at": mongodb::bson::DateTime::now(), "code": tombstone_code(&id)},
+                    "$set": {
+                        "deleted_at": mongodb::bson::DateTime::now(),
+                        "code": tombstone_code(&id),
+                        "changed_ms": outbox::now_ms(),
+                    },
                     "$inc": {"version": 1_i64, "pending_events": 1},
                     "$push": {
                         "applied": {"$each": [envelope.message_id.to_string()], "$slice": -APPLIED_KEPT},

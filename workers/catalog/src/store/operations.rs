@@ -52,7 +52,7 @@ pub async fn record(
         _ => Document::new(),
     };
     fields.remove("operation_id");
-    store
+    let written = store
         .operations
         .update_one(
             doc! {"_id": operation_id.to_string()},
@@ -60,5 +60,9 @@ pub async fn record(
         )
         .upsert(true)
         .await?;
+    if written.upserted_id.is_some() {
+        return Ok(outcome);
+    }
+    // Another delivery of the same operation recorded first; answer with its outcome.
     Ok(get(store, operation_id).await?.unwrap_or(outcome))
 }

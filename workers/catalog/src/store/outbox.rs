@@ -135,12 +135,23 @@ pub enum RelayError {
     Store(#[from] StoreError),
 }
 
-/// Publishes every pending event in the catalog once.
+/// How long the relay leaves a fresh outbox to the handler that wrote it, which publishes
+/// it straight away; the relay is for the events a crash or a broker hiccup left behind.
+/// Without this pause the two would race and publish most events twice.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the epoch, stamped on a document whenever its outbox grows.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Publishes every pending event in the catalog that has settled.
 pub async fn sweep(bus: &Bus, store: &Store) -> Result<usize, RelayError> {
     let mut published = 0;
+    let settled = now_ms() - SETTLE.as_millis() as i64;
     for collection in [&store.courses, &store.teachers] {
         let mut cursor = collection
-            .find(doc! {"pending_events": {"$gt": 0}})
+            .find(doc! {"pending_events": {"$gt": 0}, "changed_ms": {"$lt": settled}})
             .await
             .map_err(StoreError::from)?;
         while let Some(document) = cursor.try_next().await.map_err(StoreError::from)? {

@@ -9,7 +9,7 @@ use mongodb::bson::{Document, doc};
 use uuid::Uuid;
 
 use super::courses::{HasId, page};
-use super::outbox::OutboxEntry;
+use super::outbox::{self, OutboxEntry};
 use super::{
     APPLIED_KEPT, Effect, MAX_CONFLICT_RETRIES, Store, StoreError, courses, is_deleted,
     is_duplicate_key, strings, version,
@@ -75,6 +75,7 @@ pub async fn create(
         "applied": [envelope.message_id.to_string()],
         "outbox": [entry.to_document()?],
         "pending_events": 1,
+        "changed_ms": outbox::now_ms(),
         "created_at": mongodb::bson::DateTime::now(),
     };
     match store.teachers.insert_one(document).await {
@@ -134,6 +135,14 @@ where
             }
         }
         update.insert("$inc", doc! {"version": 1_i64, "pending_events": 1});
+        match update.get_document_mut("$set") {
+            Ok(set) => {
+                set.insert("changed_ms", outbox::now_ms());
+            }
+            Err(_) => {
+                update.insert("$set", doc! {"changed_ms": outbox::now_ms()});
+            }
+        }
         let result = store
             .teachers
             .update_one(doc! {"_id": id, "version": version(&current)}, update)
