@@ -5,10 +5,12 @@
 //! routing keys, spelled out as constants rather than derived from type names so that a
 //! rename in Rust never silently re-routes traffic on the broker.
 
+pub mod accounts;
 pub mod catalog;
 pub mod envelope;
 pub mod outcome;
 pub mod schema;
+pub mod social;
 
 pub use envelope::{Envelope, headers};
 pub use outcome::{Outcome, OutcomeStatus, QueryReply, Rejection, RejectionKind};

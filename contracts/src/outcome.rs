@@ -26,6 +26,10 @@ pub enum RejectionKind {
     Conflict,
     /// The command is well-formed but breaks a rule (422).
     Invalid,
+    /// Credentials were wrong (401); the detail never says which part.
+    Unauthorized,
+    /// The actor may not do this (403).
+    Forbidden,
 }
 
 /// A refusal with a human-readable reason.
@@ -57,6 +61,20 @@ impl Rejection {
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self {
             kind: RejectionKind::Invalid,
+            detail: detail.into(),
+        }
+    }
+    /// An `unauthorized` rejection.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self {
+            kind: RejectionKind::Unauthorized,
+            detail: detail.into(),
+        }
+    }
+    /// A `forbidden` rejection.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self {
+            kind: RejectionKind::Forbidden,
             detail: detail.into(),
         }
     }

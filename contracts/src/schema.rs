@@ -5,7 +5,9 @@
 use schemars::{JsonSchema, schema_for};
 use serde_json::Value;
 
+use crate::accounts::{AccountsCommand, AccountsEvent, AccountsQuery, Claims, Token, User};
 use crate::catalog::{CatalogCommand, CatalogEvent, CatalogQuery, Course, Page, Teacher};
+use crate::social::{Post, SocialCommand, SocialEvent, SocialQuery};
 use crate::{Envelope, Outcome, QueryReply};
 
 /// Every exported schema as (file stem, schema).
@@ -24,6 +26,17 @@ pub fn all() -> Vec<(&'static str, Value)> {
         one::<Teacher>("catalog.teacher"),
         one::<Page<Course>>("catalog.course-page"),
         one::<Page<Teacher>>("catalog.teacher-page"),
+        one::<AccountsCommand>("accounts.commands"),
+        one::<AccountsEvent>("accounts.events"),
+        one::<AccountsQuery>("accounts.queries"),
+        one::<User>("accounts.user"),
+        one::<Token>("accounts.token"),
+        one::<Claims>("accounts.claims"),
+        one::<SocialCommand>("social.commands"),
+        one::<SocialEvent>("social.events"),
+        one::<SocialQuery>("social.queries"),
+        one::<Post>("social.post"),
+        one::<Page<Post>>("social.post-page"),
     ]
 }
 

@@ -21,6 +21,12 @@ pub struct GatewayConfig {
     pub max_wait: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: u64,
+    /// Rate limits.
+    pub limits: crate::rate_limit::Limits,
+    /// argon2id cost for hashing passwords at registration.
+    pub hash: platform::password::HashParams,
+    /// How often the token keys are refreshed from accounts.
+    pub jwks_refresh: Duration,
 }
 
 impl GatewayConfig {
@@ -68,6 +74,14 @@ impl GatewayConfig {
             )?,
             max_wait: millis_or(source, "MAX_WAIT_MS", Duration::from_secs(30), 0..=30_000)?,
             body_limit,
+            limits: crate::rate_limit::Limits::from_source(source)?,
+            hash: platform::password::HashParams::from_source(source)?,
+            jwks_refresh: millis_or(
+                source,
+                "JWKS_REFRESH_MS",
+                Duration::from_secs(300),
+                1_000..=86_400_000,
+            )?,
         })
     }
 }

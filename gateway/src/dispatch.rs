@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use contracts::catalog::{self, CatalogQuery, OperationRef};
 use contracts::{Envelope, Outcome, QueryReply};
+use contracts::{accounts, catalog, social};
 use platform::bus::{Bus, Outgoing, PublishError, ReplyError};
 use serde::Serialize;
 use serde_json::Value;
@@ -21,7 +21,9 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_6f0e_9a2b_4c3d_8e7f_a
 pub struct RequestContext {
     /// `X-Request-Id` (always present: the edge generates one).
     pub request_id: String,
-    /// Authenticated user, once auth exists.
+    /// The verified caller, if the request carried a valid token.
+    pub principal: Option<crate::auth::Principal>,
+    /// The caller's user id, carried in every message as the actor.
     pub actor: Option<String>,
     /// How long the client prefers to wait for the outcome (`Prefer: wait=N`).
     pub wait: Option<Duration>,
@@ -97,13 +99,14 @@ impl Dispatcher {
         &self,
         service: &str,
         routing_key: &str,
+        schema_version: u32,
         command: &C,
         operation: Uuid,
         context: &RequestContext,
     ) -> Result<Submitted, Problem> {
         let body = serde_json::to_vec(command)
             .map_err(|e| Problem::bad_request(format!("cannot encode command: {e}")))?;
-        let mut envelope = Envelope::new(routing_key, catalog::SCHEMA_VERSION, operation);
+        let mut envelope = Envelope::new(routing_key, schema_version, operation);
         // One command per operation: its message id is the operation id, so a retried
         // request (same Idempotency-Key) is recognised by the worker's inbox.
         envelope.message_id = operation;
@@ -158,7 +161,11 @@ impl Dispatcher {
     ) -> Result<Value, Problem> {
         let body = serde_json::to_vec(query)
             .map_err(|e| Problem::bad_request(format!("cannot encode query: {e}")))?;
-        let mut envelope = Envelope::new(routing_key, catalog::SCHEMA_VERSION, Uuid::now_v7());
+        let mut envelope = Envelope::new(
+            routing_key,
+            schema_version_of(service_of(routing_key)),
+            Uuid::now_v7(),
+        );
         envelope.correlation_id = envelope.message_id;
         envelope.actor = context.actor.clone();
         envelope.request_id = Some(context.request_id.clone());
@@ -212,13 +219,16 @@ impl Dispatcher {
         };
         let routing_key = match service.as_str() {
             catalog::SERVICE => catalog::queries::OPERATION_GET,
+            accounts::SERVICE => accounts::queries::OPERATION_GET,
+            social::SERVICE => social::queries::OPERATION_GET,
             other => {
                 return Err(Problem::not_found(format!(
                     "operation of unknown service {other}"
                 )));
             }
         };
-        let query = CatalogQuery::GetOperation(OperationRef { operation_id: uuid });
+        // Every service's operation query has the same shape; only the tag differs.
+        let query = serde_json::json!({"type": routing_key, "operation_id": uuid});
         match self.query(routing_key, &query, context).await {
             Ok(outcome) => {
                 let outcome: Outcome = serde_json::from_value(outcome).map_err(|_| {
@@ -248,6 +258,14 @@ pub fn operation_view(public_id: &str, outcome: &Outcome) -> Value {
         view["resource"] = resource.clone();
     }
     view
+}
+
+fn schema_version_of(service: &str) -> u32 {
+    match service {
+        accounts::SERVICE => accounts::SCHEMA_VERSION,
+        social::SERVICE => social::SCHEMA_VERSION,
+        _ => catalog::SCHEMA_VERSION,
+    }
 }
 
 fn service_of(routing_key: &str) -> &str {

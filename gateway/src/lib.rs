@@ -2,10 +2,12 @@
 //! confirms (202 Accepted, or the outcome with `Prefer: wait`); reads become request-reply
 //! over RabbitMQ; every error is `application/problem+json`.
 
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod operation_id;
 pub mod problem;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 

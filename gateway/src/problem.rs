@@ -14,11 +14,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// One problem, ready to be a response.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// A URI naming the kind of problem; relative, documented in the OpenAPI document.
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// Names the kind of problem; serialised as the relative URI `/problems/<slug>`.
+    #[serde(rename = "type", serialize_with = "problem_type")]
+    pub kind: &'static str,
     /// Short, fixed summary of the kind.
-    pub title: String,
+    pub title: &'static str,
     /// HTTP status, repeated in the body.
     pub status: u16,
     /// What went wrong with this request.
@@ -29,18 +29,22 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (sent as `Retry-After` too).
     #[serde(skip)]
     pub retry_after: Option<u32>,
+    /// Extra response headers (`WWW-Authenticate`, `RateLimit-*`).
+    #[serde(skip)]
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
     /// A problem with `status`, a slug naming its kind, and a detail.
-    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("/problems/{slug}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            kind: slug,
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             operation_id: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -71,15 +75,63 @@ impl Problem {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", detail)
     }
 
+    /// 401 with a `WWW-Authenticate` challenge (RFC 6750).
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail.clone());
+        let challenge = format!(
+            "Bearer realm=\"switchyard\", error=\"invalid_token\", error_description=\"{detail}\""
+        );
+        problem.headers.push(("www-authenticate", challenge));
+        problem
+    }
+
+    /// 403: authenticated, but not allowed.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 429 with `Retry-After` and the `RateLimit-*` headers of the IETF draft.
+    pub fn too_many_requests(exceeded: crate::rate_limit::Exceeded) -> Self {
+        let seconds = exceeded.retry_after.as_secs_f64().ceil().max(1.0) as u32;
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("rate limit exceeded; retry in {seconds} s"),
+        );
+        problem.retry_after = Some(seconds);
+        problem
+            .headers
+            .push(("ratelimit-limit", exceeded.limit.to_string()));
+        problem.headers.push(("ratelimit-remaining", "0".into()));
+        problem
+            .headers
+            .push(("ratelimit-reset", seconds.to_string()));
+        problem
+    }
+
     /// From a worker's rejection.
     pub fn from_rejection(rejection: &contracts::Rejection) -> Self {
-        use contracts::RejectionKind::{Conflict, Invalid, NotFound};
+        use contracts::RejectionKind::{Conflict, Forbidden, Invalid, NotFound, Unauthorized};
         match rejection.kind {
             NotFound => Self::not_found(rejection.detail.clone()),
             Conflict => Self::new(StatusCode::CONFLICT, "conflict", rejection.detail.clone()),
             Invalid => Self::invalid(rejection.detail.clone()),
+            Unauthorized => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                rejection.detail.clone(),
+            ),
+            Forbidden => Self::forbidden(rejection.detail.clone()),
         }
     }
+}
+
+fn problem_type<S: serde::Serializer>(
+    slug: &&'static str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("/problems/{slug}"))
 }
 
 impl Reply for Problem {
@@ -92,6 +144,11 @@ impl Reply for Problem {
         headers.insert("content-type", HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = self.retry_after {
             headers.insert("retry-after", HeaderValue::from(seconds));
+        }
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(*name, value);
+            }
         }
         response
     }

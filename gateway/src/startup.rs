@@ -7,9 +7,11 @@ use anyhow::Context as _;
 use platform::bus::Bus;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Verifier;
 use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
 use crate::operation_id::OperationIds;
+use crate::rate_limit::RateLimiter;
 use crate::routes::{self, State};
 
 /// A built gateway: connected to the broker and bound to its port.
@@ -26,10 +28,22 @@ impl Application {
     pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let bus = Bus::connect(&config.bus, "gateway", true).await?;
         let ids = OperationIds::new(&config.operation_key).context("bad operation key")?;
+        let dispatcher = Dispatcher::new(bus.clone(), ids, config.query_timeout);
+        let verifier = Verifier::default();
+        let limiter = RateLimiter::new(config.limits);
+        tokio::spawn(verifier.clone().run_refresher(
+            dispatcher.clone(),
+            config.jwks_refresh,
+            shutdown.clone(),
+        ));
+        tokio::spawn(limiter.clone().run_cleanup(shutdown.clone()));
         let state = Arc::new(State {
-            dispatcher: Dispatcher::new(bus.clone(), ids, config.query_timeout),
+            dispatcher,
             max_wait: config.max_wait,
             body_limit: config.body_limit,
+            verifier,
+            limiter,
+            hash: config.hash,
         });
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await

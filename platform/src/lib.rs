@@ -6,5 +6,8 @@ pub mod bus;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod password;
+pub mod pg;
 pub mod shutdown;
 pub mod telemetry;
+pub mod worker;

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 
+use contracts::accounts::Role;
 use contracts::catalog::{
     self, CatalogCommand, CatalogQuery, CourseRef, CreateCourse, UpdateCourse,
 };
@@ -78,18 +79,21 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Catalog writes need an admin or a teacher.
 pub(super) async fn send(
     state: &Shared,
     context: &RequestContext,
     command: CatalogCommand,
     operation: uuid::Uuid,
 ) -> Result<crate::dispatch::Submitted, Problem> {
+    super::require(context, &[Role::Admin, Role::Teacher])?;
     command.validate().map_err(Problem::invalid)?;
     state
         .dispatcher
         .submit(
             catalog::SERVICE,
             command.routing_key(),
+            catalog::SCHEMA_VERSION,
             &command,
             operation,
             context,

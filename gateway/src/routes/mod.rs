@@ -1,9 +1,12 @@
 //! The HTTP API: route table and the filters every route shares.
 
+mod auth;
 mod courses;
 mod health;
 mod operations;
+mod posts;
 mod teachers;
+mod users;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,6 +31,12 @@ pub struct State {
     pub max_wait: Duration,
     /// Cap on body size.
     pub body_limit: u64,
+    /// Token verification.
+    pub verifier: crate::auth::Verifier,
+    /// Rate limits.
+    pub limiter: crate::rate_limit::RateLimiter,
+    /// argon2id cost for registration.
+    pub hash: platform::password::HashParams,
 }
 
 /// Shared handler state.
@@ -38,6 +47,12 @@ pub fn api(
     state: Shared,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     health::routes(state.clone())
+        .or(auth::routes(state.clone()))
+        .unify()
+        .or(users::routes(state.clone()))
+        .unify()
+        .or(posts::routes(state.clone()))
+        .unify()
         .or(courses::routes(state.clone()))
         .unify()
         .or(teachers::routes(state.clone()))
@@ -53,37 +68,99 @@ fn with(state: Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> +
     warp::any().map(move || state.clone())
 }
 
-/// Reads request id, `Prefer: wait` and `Idempotency-Key`.
+/// Reads request id, `Prefer: wait`, `Idempotency-Key` and the bearer token (a token
+/// that is present but bad is a 401 even on public routes), and applies the per-IP and
+/// per-user rate limits. Runs once per request, after its route matched.
 fn context(state: Shared) -> impl Filter<Extract = (RequestContext,), Error = Rejection> + Clone {
     warp::header::optional::<String>(platform::http::REQUEST_ID)
         .and(warp::header::optional::<String>("prefer"))
         .and(warp::header::optional::<String>("idempotency-key"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::ext::optional::<platform::http::ClientAddr>())
         .and_then(
-            move |request_id: Option<String>, prefer: Option<String>, key: Option<String>| {
-                let max_wait = state.max_wait;
+            move |request_id: Option<String>,
+                  prefer: Option<String>,
+                  key: Option<String>,
+                  authorization: Option<String>,
+                  client: Option<platform::http::ClientAddr>| {
+                let state = state.clone();
                 async move {
-                    if let Some(key) = &key {
-                        let ok = !key.is_empty()
-                            && key.len() <= 255
-                            && key.bytes().all(|b| b.is_ascii_graphic());
-                        if !ok {
-                            return Err(warp::reject::custom(Problem::bad_request(
-                                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                            )));
-                        }
-                    }
-                    Ok(RequestContext {
-                        request_id: request_id.unwrap_or_default(),
-                        actor: None,
-                        wait: prefer
-                            .as_deref()
-                            .and_then(parse_prefer_wait)
-                            .map(|w| w.min(max_wait)),
-                        idempotency_key: key,
-                    })
+                    build_context(&state, request_id, prefer, key, authorization, client)
+                        .map_err(warp::reject::custom)
                 }
             },
         )
+}
+
+fn build_context(
+    state: &State,
+    request_id: Option<String>,
+    prefer: Option<String>,
+    key: Option<String>,
+    authorization: Option<String>,
+    client: Option<platform::http::ClientAddr>,
+) -> Result<RequestContext, Problem> {
+    if let Some(client) = client {
+        state
+            .limiter
+            .check_ip(client.0.ip())
+            .map_err(Problem::too_many_requests)?;
+    }
+    if let Some(key) = &key {
+        let ok = !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(Problem::bad_request(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            ));
+        }
+    }
+    let principal = match authorization {
+        None => None,
+        Some(header) => {
+            let principal = state.verifier.verify(Some(&header)).map_err(auth_problem)?;
+            state
+                .limiter
+                .check_user(principal.user_id)
+                .map_err(Problem::too_many_requests)?;
+            Some(principal)
+        }
+    };
+    Ok(RequestContext {
+        request_id: request_id.unwrap_or_default(),
+        actor: principal.as_ref().map(|p| p.user_id.to_string()),
+        principal,
+        wait: prefer
+            .as_deref()
+            .and_then(parse_prefer_wait)
+            .map(|w| w.min(state.max_wait)),
+        idempotency_key: key,
+    })
+}
+
+fn auth_problem(error: crate::auth::AuthError) -> Problem {
+    match error {
+        crate::auth::AuthError::Unavailable => Problem::unavailable(error.to_string()),
+        other => Problem::unauthorized(other.to_string()),
+    }
+}
+
+/// The caller, who must be authenticated and hold one of `roles` (any role if empty).
+fn require<'c>(
+    context: &'c RequestContext,
+    roles: &[contracts::accounts::Role],
+) -> Result<&'c crate::auth::Principal, Problem> {
+    let principal = context
+        .principal
+        .as_ref()
+        .ok_or_else(|| auth_problem(crate::auth::AuthError::Missing))?;
+    if !roles.is_empty() && !roles.contains(&principal.role) {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        return Err(Problem::forbidden(format!(
+            "this needs the role {}",
+            names.join(" or ")
+        )));
+    }
+    Ok(principal)
 }
 
 /// The `wait` preference of a `Prefer` header (RFC 7240), in whole seconds. Malformed

@@ -1,5 +1,5 @@
-//! `spawn_app()`: a gateway and a catalog worker on port 0, under a fresh prefix and
-//! database, plus the clients a test needs to look behind the API.
+//! `spawn_app()`: the gateway and every worker on port 0, under a fresh prefix, `MongoDB`
+//! database and PostgreSQL databases, plus the clients a test needs to look behind the API.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,35 +16,51 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// PostgreSQL server for tests (databases are created per test).
+pub fn postgres_url() -> String {
+    std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
 /// MongoDB (stand-in) for tests.
 pub fn mongo_url() -> String {
     std::env::var("SWITCHYARD_TEST_MONGO_URL")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
 
-/// What to start.
+/// How to run the catalog worker (accounts and social always run, so tokens work).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Workers {
-    /// Gateway and catalog worker.
+    /// Every worker runs.
     Running,
-    /// Gateway only, with the catalog's queues declared but nobody consuming them.
+    /// The catalog's queues exist but nobody consumes them.
     Declared,
-    /// Gateway only, no queues at all.
+    /// No catalog at all: its routing keys lead nowhere.
     Absent,
 }
+
+/// The admin every test stack starts with.
+pub const ADMIN_EMAIL: &str = "admin@example.org";
+/// Their password.
+pub const ADMIN_PASSWORD: &str = "admin password 1";
 
 /// A running stack for one test.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// Sends the admin's token with every request (unless the request sets its own).
     pub client: Client,
+    /// Sends no token.
+    pub anonymous: Client,
+    /// The admin's bearer token.
+    pub admin_token: String,
     pub prefix: String,
     pub shutdown: CancellationToken,
-    workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    workers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-fn settings(prefix: &str) -> HashMap<String, String> {
+fn settings(prefix: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
     let key = hex_key();
-    [
+    let mut settings: HashMap<String, String> = [
         ("AMQP_URL", amqp_url()),
         ("MONGO_URL", mongo_url()),
         ("MONGO_DB", prefix.to_owned()),
@@ -55,10 +71,41 @@ fn settings(prefix: &str) -> HashMap<String, String> {
         ("QUERY_TIMEOUT_MS", "2000".to_owned()),
         ("RELAY_INTERVAL_MS", "200".to_owned()),
         ("GRACE_MS", "2000".to_owned()),
+        // Cheap hashes: the tests are about behaviour, not password cost.
+        ("ARGON2_MEMORY_KIB", "256".to_owned()),
+        ("ARGON2_ITERATIONS", "1".to_owned()),
+        ("RATE_LIMIT_AUTH_RATE", "6000".to_owned()),
+        ("RATE_LIMIT_AUTH_BURST", "1000".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    .collect();
+    for (k, v) in extra {
+        settings.insert((*k).to_owned(), (*v).to_owned());
+    }
+    settings
+}
+
+/// The URL of database `name` on the test server.
+pub fn database_url(name: &str) -> String {
+    let base = postgres_url();
+    match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => base,
+    }
+}
+
+async fn postgres_admin(sql: &str) {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("postgres reachable");
+    let task = tokio::spawn(connection);
+    // One statement at a time: CREATE/DROP DATABASE refuse to run in a multi-statement batch.
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        client.batch_execute(statement).await.expect(statement);
+    }
+    drop(client);
+    let _ = task.await;
 }
 
 fn hex_key() -> String {
@@ -74,18 +121,58 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the stack with the given workers.
 pub async fn spawn_with(workers: Workers) -> TestApp {
+    spawn_custom(workers, &[]).await
+}
+
+/// Starts the stack with extra settings for the gateway (rate limits, timeouts…).
+pub async fn spawn_custom(workers: Workers, gateway_settings: &[(&str, &str)]) -> TestApp {
     platform::telemetry::init_for_tests();
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let settings = settings(&prefix);
+    let settings = settings(&prefix, &[]);
     let shutdown = CancellationToken::new();
-    let mut handle = None;
+    let mut handles = Vec::new();
+
+    postgres_admin(&format!(
+        "CREATE DATABASE {prefix}_accounts; CREATE DATABASE {prefix}_social;"
+    ))
+    .await;
+    let with_db = |db: &str| {
+        let mut s = settings.clone();
+        s.insert("POSTGRES_URL".into(), database_url(db));
+        s.insert("POSTGRES_POOL".into(), "4".into());
+        s
+    };
+    let accounts_config =
+        accounts::AccountsConfig::from_source(&with_db(&format!("{prefix}_accounts")))
+            .expect("accounts config");
+    let hash = accounts_config.hash;
+    let accounts_app = accounts::Application::build(accounts_config, shutdown.clone())
+        .await
+        .expect("accounts starts");
+    accounts::admin::create_admin(
+        accounts_app.pool(),
+        ADMIN_EMAIL,
+        "Admin",
+        ADMIN_PASSWORD,
+        hash,
+    )
+    .await
+    .expect("admin created");
+    handles.push(tokio::spawn(accounts_app.run_until_stopped()));
+    let social_config = social::SocialConfig::from_source(&with_db(&format!("{prefix}_social")))
+        .expect("social config");
+    let social_app = social::Application::build(social_config, shutdown.clone())
+        .await
+        .expect("social starts");
+    handles.push(tokio::spawn(social_app.run_until_stopped()));
+
     match workers {
         Workers::Running => {
             let config = catalog::CatalogConfig::from_source(&settings).expect("catalog config");
             let worker = catalog::Application::build(config, shutdown.clone())
                 .await
                 .expect("catalog starts");
-            handle = Some(tokio::spawn(worker.run_until_stopped()));
+            handles.push(tokio::spawn(worker.run_until_stopped()));
         }
         Workers::Declared => {
             let config = platform::config::BusConfig::from_source(&settings).expect("bus config");
@@ -97,19 +184,59 @@ pub async fn spawn_with(workers: Workers) -> TestApp {
         }
         Workers::Absent => {}
     }
-    let config = gateway::GatewayConfig::from_source(&settings).expect("gateway config");
+    let mut gateway_settings_map = settings.clone();
+    for (k, v) in gateway_settings {
+        gateway_settings_map.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let config =
+        gateway::GatewayConfig::from_source(&gateway_settings_map).expect("gateway config");
     let app = gateway::Application::build(config, shutdown.clone())
         .await
         .expect("gateway starts");
     let address = app.addr();
     tokio::spawn(app.run_until_stopped());
+
+    let anonymous = Client::new();
+    let ready = format!("http://{address}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while anonymous.get(&ready).send().await.map(|r| r.status()).ok() != Some(StatusCode::OK) {
+        assert!(Instant::now() < deadline, "gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admin_token = login(&anonymous, address, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {admin_token}")).expect("header"),
+    );
+    let client = Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
     TestApp {
         address,
-        client: Client::new(),
+        client,
+        anonymous,
+        admin_token,
         prefix,
         shutdown,
-        workers: handle,
+        workers: handles,
     }
+}
+
+async fn login(client: &Client, address: SocketAddr, email: &str, password: &str) -> String {
+    let response = client
+        .post(format!("http://{address}/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login sent");
+    assert_eq!(response.status(), StatusCode::OK, "login of {email}");
+    let body: Value = response.json().await.expect("token json");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }
 
 impl TestApp {
@@ -200,7 +327,7 @@ impl TestApp {
     /// Stops everything and removes the test's queues, exchanges and database.
     pub async fn teardown(mut self) {
         self.shutdown.cancel();
-        if let Some(worker) = self.workers.take() {
+        for worker in std::mem::take(&mut self.workers) {
             let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
         }
         let connection = self.amqp().await;
@@ -228,6 +355,43 @@ impl TestApp {
         }
         let _ = connection.close(200, "done".into()).await;
         let _ = self.mongo().await.drop().await;
+        let prefix = &self.prefix;
+        postgres_admin(&format!(
+            "DROP DATABASE IF EXISTS {prefix}_accounts WITH (FORCE); DROP DATABASE IF EXISTS {prefix}_social WITH (FORCE);"
+        ))
+        .await;
+    }
+
+    /// Logs in and returns the bearer token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        login(&self.anonymous, self.address, email, password).await
+    }
+
+    /// Registers a user (as admin, so any role) and returns (id, token).
+    pub async fn user(&self, name: &str, role: &str) -> (String, String) {
+        let email = format!("{}@example.org", name.to_lowercase());
+        let body = json!({"email": email, "display_name": name, "password": "long enough password", "role": role});
+        let response = self.post("/v1/auth/register", &body, Some(10)).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "registering {name}");
+        let user: Value = response.json().await.expect("user json");
+        let token = self.login(&email, "long enough password").await;
+        (user["id"].as_str().expect("id").to_owned(), token)
+    }
+
+    /// Polls `path` until `done` holds for its JSON, or panics after 10 s.
+    pub async fn eventually(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body: Value = self.get(path).await.json().await.unwrap_or(Value::Null);
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never satisfied the condition; last: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 // Test helpers outside #[test] functions may fail loudly: a panic is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod courses;
 mod helpers;
 mod robustness;
+mod social;
 mod teachers;

@@ -263,3 +263,29 @@ async fn dead_letter(
         }
     }
 }
+
+/// Decodes a message body of type `T` and checks it against its envelope: the type header
+/// must be the body's routing key and the schema version one we read. An error is a reason
+/// to dead-letter: the message can never be handled.
+pub fn decode_body<T: serde::de::DeserializeOwned>(
+    incoming: &Incoming,
+    schema_version: u32,
+    routing_key: impl Fn(&T) -> &'static str,
+) -> Result<T, String> {
+    let body: T =
+        serde_json::from_slice(&incoming.body).map_err(|e| format!("undecodable body: {e}"))?;
+    if routing_key(&body) != incoming.envelope.message_type {
+        return Err(format!(
+            "type header {} does not match body type {}",
+            incoming.envelope.message_type,
+            routing_key(&body)
+        ));
+    }
+    if incoming.envelope.schema_version != schema_version {
+        return Err(format!(
+            "unsupported schema version {}",
+            incoming.envelope.schema_version
+        ));
+    }
+    Ok(body)
+}

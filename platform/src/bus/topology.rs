@@ -50,6 +50,11 @@ impl Topology {
         format!("{}.{service}.commands", self.prefix)
     }
 
+    /// A service's queue of the events it subscribes to.
+    pub fn event_queue(&self, service: &str) -> String {
+        format!("{}.{service}.events", self.prefix)
+    }
+
     /// A service's query queue.
     pub fn query_queue(&self, service: &str) -> String {
         format!("{}.{service}.queries", self.prefix)

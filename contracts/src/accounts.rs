@@ -1,0 +1,338 @@
+//! Accounts service: users, credentials, roles and the keys that sign their tokens.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Name of the service, used for queue names.
+pub const SERVICE: &str = "accounts";
+
+/// Current schema version of every accounts message.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 10;
+/// Longest password accepted (argon2 cost grows with it).
+pub const MAX_PASSWORD_LEN: usize = 256;
+/// Longest display name.
+pub const MAX_DISPLAY_NAME_LEN: usize = 100;
+
+/// Routing keys of accounts commands.
+pub mod commands {
+    /// Register a user.
+    pub const USER_REGISTER: &str = "accounts.user.register";
+    /// Delete a user.
+    pub const USER_DELETE: &str = "accounts.user.delete";
+    /// Every command key.
+    pub const ALL: [&str; 2] = [USER_REGISTER, USER_DELETE];
+}
+
+/// Routing keys of accounts events.
+pub mod events {
+    /// A user registered.
+    pub const USER_REGISTERED: &str = "accounts.user.registered";
+    /// A user was deleted.
+    pub const USER_DELETED: &str = "accounts.user.deleted";
+}
+
+/// Routing keys of accounts queries.
+pub mod queries {
+    /// Exchange credentials for a token.
+    pub const USER_LOGIN: &str = "accounts.user.login";
+    /// One user.
+    pub const USER_GET: &str = "accounts.user.get";
+    /// The public keys that verify tokens.
+    pub const JWKS_GET: &str = "accounts.jwks.get";
+    /// The outcome of an operation.
+    pub const OPERATION_GET: &str = "accounts.operation.get";
+    /// Every query key.
+    pub const ALL: [&str; 4] = [USER_LOGIN, USER_GET, JWKS_GET, OPERATION_GET];
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including choosing other users' roles.
+    Admin,
+    /// Manages the catalog.
+    Teacher,
+    /// Reads, posts and reposts.
+    Student,
+}
+
+impl Role {
+    /// The role's name as stored and put in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Teacher => "teacher",
+            Self::Student => "student",
+        }
+    }
+
+    /// Parses a stored role name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Self::Admin),
+            "teacher" => Some(Self::Teacher),
+            "student" => Some(Self::Student),
+            _ => None,
+        }
+    }
+}
+
+/// Commands the accounts worker accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum AccountsCommand {
+    /// See [`commands::USER_REGISTER`].
+    #[serde(rename = "accounts.user.register")]
+    Register(Register),
+    /// See [`commands::USER_DELETE`].
+    #[serde(rename = "accounts.user.delete")]
+    Delete(UserRef),
+}
+
+impl AccountsCommand {
+    /// The routing key this command travels under.
+    pub fn routing_key(&self) -> &'static str {
+        match self {
+            Self::Register(_) => commands::USER_REGISTER,
+            Self::Delete(_) => commands::USER_DELETE,
+        }
+    }
+}
+
+/// Body of `accounts.user.register`. The password arrives already hashed (argon2id, PHC
+/// string): the gateway hashes it so that no clear-text password is ever written to the
+/// broker's disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// Id chosen by the gateway.
+    pub user_id: Uuid,
+    /// Unique e-mail address (compared case-insensitively).
+    pub email: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Role granted.
+    pub role: Role,
+}
+
+/// Names one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRef {
+    /// The user.
+    pub user_id: Uuid,
+}
+
+/// Queries the accounts worker answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum AccountsQuery {
+    /// See [`queries::USER_LOGIN`].
+    #[serde(rename = "accounts.user.login")]
+    Login(Login),
+    /// See [`queries::USER_GET`].
+    #[serde(rename = "accounts.user.get")]
+    GetUser(UserRef),
+    /// See [`queries::JWKS_GET`].
+    #[serde(rename = "accounts.jwks.get")]
+    Jwks(Empty),
+    /// See [`queries::OPERATION_GET`].
+    #[serde(rename = "accounts.operation.get")]
+    GetOperation(crate::catalog::OperationRef),
+}
+
+impl AccountsQuery {
+    /// The routing key this query travels under.
+    pub fn routing_key(&self) -> &'static str {
+        match self {
+            Self::Login(_) => queries::USER_LOGIN,
+            Self::GetUser(_) => queries::USER_GET,
+            Self::Jwks(_) => queries::JWKS_GET,
+            Self::GetOperation(_) => queries::OPERATION_GET,
+        }
+    }
+}
+
+/// A body with nothing in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// Body of `accounts.user.login`. Travels only as a transient request (never persisted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// E-mail address.
+    pub email: String,
+    /// Clear-text password.
+    pub password: String,
+}
+
+/// Answer to a successful login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// A signed JWT (EdDSA).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// A user as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Id.
+    pub id: Uuid,
+    /// E-mail address.
+    pub email: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// Events the accounts service emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum AccountsEvent {
+    /// See [`events::USER_REGISTERED`].
+    #[serde(rename = "accounts.user.registered")]
+    UserRegistered(User),
+    /// See [`events::USER_DELETED`].
+    #[serde(rename = "accounts.user.deleted")]
+    UserDeleted(UserRef),
+}
+
+impl AccountsEvent {
+    /// The routing key this event travels under.
+    pub fn routing_key(&self) -> &'static str {
+        match self {
+            Self::UserRegistered(_) => events::USER_REGISTERED,
+            Self::UserDeleted(_) => events::USER_DELETED,
+        }
+    }
+}
+
+/// Claims in an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Name shown to others (so services need not look it up).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+    /// Token id.
+    pub jti: String,
+}
+
+/// Issuer of every token.
+pub const ISSUER: &str = "switchyard-accounts";
+/// Audience of every token.
+pub const AUDIENCE: &str = "switchyard";
+
+/// Checks a registration's clear-text fields; the gateway runs it before hashing.
+pub fn validate_registration(
+    email: &str,
+    display_name: &str,
+    password: &str,
+) -> Result<(), String> {
+    crate::catalog::validate_email(email)?;
+    crate::catalog::validate_text("display_name", display_name, MAX_DISPLAY_NAME_LEN)?;
+    let length = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length) {
+        return Err(format!(
+            "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_serialise_with_their_routing_key_as_type() {
+        let id = Uuid::nil();
+        let register = AccountsCommand::Register(Register {
+            user_id: id,
+            email: "a@b.org".into(),
+            display_name: "A".into(),
+            password_hash: "$argon2id$...".into(),
+            role: Role::Student,
+        });
+        for command in [register, AccountsCommand::Delete(UserRef { user_id: id })] {
+            assert_eq!(
+                serde_json::to_value(&command).unwrap()["type"],
+                command.routing_key()
+            );
+        }
+        let user = User {
+            id,
+            email: "a@b.org".into(),
+            display_name: "A".into(),
+            role: Role::Admin,
+        };
+        for event in [
+            AccountsEvent::UserRegistered(user),
+            AccountsEvent::UserDeleted(UserRef { user_id: id }),
+        ] {
+            assert_eq!(
+                serde_json::to_value(&event).unwrap()["type"],
+                event.routing_key()
+            );
+        }
+        let queries = [
+            AccountsQuery::Login(Login {
+                email: "a@b.org".into(),
+                password: "p".into(),
+            }),
+            AccountsQuery::GetUser(UserRef { user_id: id }),
+            AccountsQuery::Jwks(Empty {}),
+            AccountsQuery::GetOperation(crate::catalog::OperationRef { operation_id: id }),
+        ];
+        for query in &queries {
+            assert_eq!(
+                serde_json::to_value(query).unwrap()["type"],
+                query.routing_key()
+            );
+        }
+        let keys: Vec<_> = queries.iter().map(AccountsQuery::routing_key).collect();
+        assert_eq!(keys, queries::ALL);
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for role in [Role::Admin, Role::Teacher, Role::Student] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn registrations_need_a_real_email_a_name_and_a_long_password() {
+        assert!(validate_registration("ada@example.org", "Ada", "correct horse").is_ok());
+        assert!(validate_registration("ada", "Ada", "correct horse").is_err());
+        assert!(validate_registration("ada@example.org", " ", "correct horse").is_err());
+        assert!(validate_registration("ada@example.org", "Ada", "short").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Bearer tokens: verified locally with the accounts service's public keys (its JWKS),
+//! fetched at startup and refreshed in the background, never one call per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use contracts::accounts::{self, AUDIENCE, AccountsQuery, Claims, Empty, ISSUER, Role};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::dispatch::{Dispatcher, RequestContext};
+
+/// Who is calling, from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User id.
+    pub user_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// Why a token was refused; each maps to a 401 with its own detail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("this route needs a bearer token")]
+    Missing,
+    /// Not a JWT, or not signed by a key we know.
+    #[error("the bearer token is malformed or its signature is invalid")]
+    Invalid,
+    /// Past its `exp`.
+    #[error("the bearer token has expired")]
+    Expired,
+    /// No keys loaded yet (accounts unreachable since startup).
+    #[error("token verification is not available yet")]
+    Unavailable,
+}
+
+/// One JWK as published by accounts (OKP / Ed25519).
+#[derive(Debug, Deserialize)]
+struct Jwk {
+    kid: String,
+    kty: String,
+    crv: String,
+    x: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+/// The verification keys and their refresher.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    refresh: Arc<Notify>,
+    validation: Arc<Validation>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Clocks on one deployment agree closely; a short leeway keeps expiry meaningful.
+        validation.leeway = 5;
+        Self {
+            keys: Arc::default(),
+            refresh: Arc::new(Notify::new()),
+            validation: Arc::new(validation),
+        }
+    }
+}
+
+impl Verifier {
+    /// Whether any key is loaded.
+    pub fn has_keys(&self) -> bool {
+        self.keys.read().is_ok_and(|keys| !keys.is_empty())
+    }
+
+    /// Verifies an `Authorization` header value.
+    pub fn verify(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Invalid)?;
+        let kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid)
+            .ok_or(AuthError::Invalid)?;
+        let keys = self.keys.read().map_err(|_| AuthError::Unavailable)?;
+        if keys.is_empty() {
+            return Err(AuthError::Unavailable);
+        }
+        let Some(key) = keys.get(&kid) else {
+            // Perhaps accounts rotated its key: look again soon.
+            self.refresh.notify_one();
+            return Err(AuthError::Invalid);
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|error| {
+                match error.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                    _ => AuthError::Invalid,
+                }
+            })?;
+        let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid)?;
+        Ok(Principal {
+            user_id,
+            name: data.claims.name,
+            role: data.claims.role,
+        })
+    }
+
+    fn install(&self, set: JwkSet) -> usize {
+        let parsed: HashMap<String, DecodingKey> = set
+            .keys
+            .into_iter()
+            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
+            .filter_map(|k| Some((k.kid, DecodingKey::from_ed_components(&k.x).ok()?)))
+            .collect();
+        let count = parsed.len();
+        if count > 0
+            && let Ok(mut keys) = self.keys.write()
+        {
+            *keys = parsed;
+        }
+        count
+    }
+
+    /// Keeps the keys fresh: fetches at once, then every `interval`, and soon after a
+    /// token names an unknown key; retries quickly while none are loaded.
+    pub async fn run_refresher(
+        self,
+        dispatcher: Dispatcher,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) {
+        let context = RequestContext {
+            request_id: "jwks-refresh".into(),
+            ..Default::default()
+        };
+        let query = AccountsQuery::Jwks(Empty {});
+        let mut failures = 0u32;
+        loop {
+            let next = match dispatcher
+                .query(accounts::queries::JWKS_GET, &query, &context)
+                .await
+            {
+                Ok(body) => match serde_json::from_value::<JwkSet>(body) {
+                    Ok(set) => {
+                        let count = self.install(set);
+                        tracing::debug!(count, "token keys refreshed");
+                        failures = 0;
+                        interval
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "accounts answered an unreadable JWKS");
+                        Duration::from_secs(5)
+                    }
+                },
+                Err(problem) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures.is_multiple_of(30) {
+                        tracing::warn!(detail = %problem.detail, "cannot fetch token keys from accounts");
+                    }
+                    Duration::from_millis(if self.has_keys() { 5_000 } else { 500 })
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(next) => {}
+                // Debounced: an unknown kid triggers at most one fetch per second.
+                () = self.refresh.notified() => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `/v1/auth/register` and `/v1/auth/login`, limited per client IP more tightly than the
+//! rest of the API.
+
+use std::convert::Infallible;
+
+use contracts::accounts::{self, AccountsCommand, AccountsQuery, Login, Register, Role};
+use serde::Deserialize;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{OnSuccess, Shared, context, json, json_body, respond, submitted, with};
+use crate::dispatch::RequestContext;
+use crate::problem::Problem;
+
+/// Body of `POST /v1/auth/register`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    email: String,
+    display_name: String,
+    password: String,
+    /// Only an admin may ask for anything but `student`.
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+/// Body of `POST /v1/auth/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+/// The tighter per-IP limit of the auth routes.
+fn auth_limit(state: Shared) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::ext::optional::<platform::http::ClientAddr>()
+        .and_then(move |client: Option<platform::http::ClientAddr>| {
+            let state = state.clone();
+            async move {
+                match client {
+                    Some(client) => state
+                        .limiter
+                        .check_auth(client.0.ip())
+                        .map_err(|e| warp::reject::custom(Problem::too_many_requests(e))),
+                    None => Ok(()),
+                }
+            }
+        })
+        .untuple_one()
+}
+
+pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
+    let register = warp::path!("v1" / "auth" / "register")
+        .and(warp::post())
+        .and(auth_limit(state.clone()))
+        .and(with(state.clone()))
+        .and(context(state.clone()))
+        .and(json_body::<Registration>(state.body_limit))
+        .and_then(register);
+    let login = warp::path!("v1" / "auth" / "login")
+        .and(warp::post())
+        .and(auth_limit(state.clone()))
+        .and(with(state.clone()))
+        .and(context(state.clone()))
+        .and(json_body::<Credentials>(state.body_limit))
+        .and_then(login);
+    register.or(login).unify().boxed()
+}
+
+async fn register(
+    state: Shared,
+    context: RequestContext,
+    body: Registration,
+) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let role = body.role.unwrap_or(Role::Student);
+            if role != Role::Student {
+                super::require(&context, &[Role::Admin])?;
+            }
+            accounts::validate_registration(&body.email, &body.display_name, &body.password)
+                .map_err(Problem::invalid)?;
+            let operation = state
+                .dispatcher
+                .operation_uuid(&context, "POST", "/v1/auth/register");
+            let user_id = state.dispatcher.resource_uuid(&context, operation);
+            let params = state.hash;
+            let password = body.password;
+            // Hashing here keeps clear-text passwords off the broker's disk; it is CPU
+            // work, so it runs off the async threads.
+            let password_hash =
+                tokio::task::spawn_blocking(move || platform::password::hash(&password, params))
+                    .await
+                    .map_err(|e| Problem::unavailable(format!("cannot hash the password: {e}")))?
+                    .map_err(|e| Problem::unavailable(format!("cannot hash the password: {e}")))?;
+            let command = AccountsCommand::Register(Register {
+                user_id,
+                email: body.email,
+                display_name: body.display_name,
+                password_hash,
+                role,
+            });
+            let result = state
+                .dispatcher
+                .submit(
+                    accounts::SERVICE,
+                    command.routing_key(),
+                    accounts::SCHEMA_VERSION,
+                    &command,
+                    operation,
+                    &context,
+                )
+                .await?;
+            Ok(submitted(
+                result,
+                OnSuccess::Created(format!("/v1/users/{user_id}")),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn login(
+    state: Shared,
+    context: RequestContext,
+    body: Credentials,
+) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let query = AccountsQuery::Login(Login {
+                email: body.email,
+                password: body.password,
+            });
+            let token = state
+                .dispatcher
+                .query(query.routing_key(), &query, &context)
+                .await?;
+            Ok(json(StatusCode::OK, &token))
+        }
+        .await,
+    )
+}

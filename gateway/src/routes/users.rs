@@ -1,0 +1,114 @@
+//! `/v1/users/me`, `DELETE /v1/users/{id}` and a user's posts.
+
+use std::convert::Infallible;
+
+use contracts::accounts::{self, AccountsCommand, AccountsQuery, Role, UserRef};
+use contracts::social::{SocialQuery, UserTimeline};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{
+    ListParams, OnSuccess, Shared, context, json, list_params, parse_id, require, respond,
+    submitted, with,
+};
+use crate::dispatch::RequestContext;
+use crate::problem::Problem;
+
+pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
+    let me = warp::path!("v1" / "users" / "me")
+        .and(warp::get())
+        .and(with(state.clone()))
+        .and(context(state.clone()))
+        .and_then(me);
+    let delete = warp::path!("v1" / "users" / String)
+        .and(warp::delete())
+        .and(with(state.clone()))
+        .and(context(state.clone()))
+        .and_then(delete);
+    let posts = warp::path!("v1" / "users" / String / "posts")
+        .and(warp::get())
+        .and(with(state.clone()))
+        .and(context(state))
+        .and(list_params())
+        .and_then(posts);
+    me.or(delete).unify().or(posts).unify().boxed()
+}
+
+async fn me(state: Shared, context: RequestContext) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let principal = require(&context, &[])?;
+            let query = AccountsQuery::GetUser(UserRef {
+                user_id: principal.user_id,
+            });
+            let user = state
+                .dispatcher
+                .query(query.routing_key(), &query, &context)
+                .await?;
+            Ok(json(StatusCode::OK, &user))
+        }
+        .await,
+    )
+}
+
+async fn delete(
+    id: String,
+    state: Shared,
+    context: RequestContext,
+) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let user_id = parse_id("user", &id)?;
+            let principal = require(&context, &[])?;
+            if principal.user_id != user_id && principal.role != Role::Admin {
+                return Err(Problem::forbidden(
+                    "only the user themself or an admin may delete a user",
+                ));
+            }
+            let operation = state.dispatcher.operation_uuid(
+                &context,
+                "DELETE",
+                &format!("/v1/users/{user_id}"),
+            );
+            let command = AccountsCommand::Delete(UserRef { user_id });
+            let result = state
+                .dispatcher
+                .submit(
+                    accounts::SERVICE,
+                    command.routing_key(),
+                    accounts::SCHEMA_VERSION,
+                    &command,
+                    operation,
+                    &context,
+                )
+                .await?;
+            Ok(submitted(result, OnSuccess::NoContent))
+        }
+        .await,
+    )
+}
+
+async fn posts(
+    id: String,
+    state: Shared,
+    context: RequestContext,
+    params: ListParams,
+) -> Result<Response, Infallible> {
+    respond(
+        async {
+            let user_id = parse_id("user", &id)?;
+            let query = SocialQuery::UserTimeline(UserTimeline {
+                user_id,
+                page: params.page()?,
+            });
+            let page = state
+                .dispatcher
+                .query(query.routing_key(), &query, &context)
+                .await?;
+            Ok(json(StatusCode::OK, &page))
+        }
+        .await,
+    )
+}

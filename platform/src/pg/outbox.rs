@@ -1,0 +1,178 @@
+//! The transactional outbox and its relay.
+//!
+//! Events are inserted in the transaction that makes the change. The relay takes a batch
+//! with `FOR UPDATE SKIP LOCKED` (so several replicas share the work without taking the
+//! same rows), publishes every message with confirms, deletes the confirmed rows and
+//! commits. If it dies before that commit, the rows come back and are published again with
+//! the same message ids, which subscribers' inboxes recognise: nothing committed is lost,
+//! nothing is applied twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use contracts::Envelope;
+use futures::future::join_all;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{GenericClient, Pool};
+use crate::bus::{Bus, Outgoing, PublishError};
+
+/// Adds an event to the outbox inside the caller's transaction.
+pub async fn enqueue<C: GenericClient + Sync>(
+    client: &C,
+    envelope: &Envelope,
+    body: &[u8],
+) -> Result<(), tokio_postgres::Error> {
+    let envelope_json = serde_json::to_value(envelope).unwrap_or_default();
+    let body = String::from_utf8_lossy(body).into_owned();
+    client
+        .execute(
+            "INSERT INTO outbox (message_id, routing_key, envelope, body) VALUES ($1, $2, $3, $4)",
+            &[
+                &envelope.message_id,
+                &envelope.message_type,
+                &envelope_json,
+                &body,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Why a relay pass stopped early; what was not published stays for the next pass.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The database failed.
+    #[error("postgres: {0}")]
+    Database(String),
+    /// A publish was not confirmed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Database(super::describe(&error))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RelayError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::Database(error.to_string())
+    }
+}
+
+/// Publishes the outbox.
+#[derive(Clone)]
+pub struct Relay {
+    pool: Pool,
+    bus: Bus,
+    wake: Arc<Notify>,
+    batch: i64,
+}
+
+impl Relay {
+    /// A relay over `pool`'s outbox.
+    pub fn new(pool: Pool, bus: Bus) -> Self {
+        Self {
+            pool,
+            bus,
+            wake: Arc::new(Notify::new()),
+            batch: 256,
+        }
+    }
+
+    /// Call after committing events so they leave now instead of at the next tick.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// One pass: publishes up to a batch and deletes what was confirmed. Returns how many
+    /// messages were published.
+    pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT seq, routing_key, envelope, body FROM outbox ORDER BY seq LIMIT $1
+                 FOR UPDATE SKIP LOCKED",
+                &[&self.batch],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let exchange = self.bus.topology.events_exchange();
+        let publishes = rows.iter().map(|row| {
+            let seq: i64 = row.get(0);
+            let routing_key: String = row.get(1);
+            let envelope: serde_json::Value = row.get(2);
+            let body: String = row.get(3);
+            let exchange = exchange.clone();
+            async move {
+                let Ok(envelope) = serde_json::from_value::<Envelope>(envelope) else {
+                    // Unreadable rows cannot become readable; drop them loudly rather
+                    // than block the outbox forever.
+                    tracing::error!(seq, "outbox row with a malformed envelope deleted");
+                    return (seq, Ok(()));
+                };
+                let result = self
+                    .bus
+                    .publisher
+                    .publish(Outgoing {
+                        exchange: &exchange,
+                        routing_key: &routing_key,
+                        envelope: &envelope,
+                        body: body.as_bytes(),
+                        // Events may have no subscriber yet; that is not an error.
+                        mandatory: false,
+                        expiration: None,
+                        extra_headers: None,
+                    })
+                    .await;
+                (seq, result)
+            }
+        });
+        let results = join_all(publishes).await;
+        let mut confirmed = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for (seq, result) in results {
+            match result {
+                Ok(()) => confirmed.push(seq),
+                Err(error) => failure = Some(error),
+            }
+        }
+        tx.execute("DELETE FROM outbox WHERE seq = ANY($1)", &[&confirmed])
+            .await?;
+        tx.commit().await?;
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(confirmed.len()),
+        }
+    }
+
+    /// Publishes whenever woken or every `interval`, until cancelled; then drains once more.
+    pub async fn run(self, interval: Duration, cancel: CancellationToken) {
+        loop {
+            let stop = tokio::select! {
+                () = cancel.cancelled() => true,
+                () = self.wake.notified() => false,
+                () = tokio::time::sleep(interval) => false,
+            };
+            loop {
+                match self.publish_batch().await {
+                    Ok(n) if n as i64 == self.batch => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox relay pass failed, will retry");
+                        break;
+                    }
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The runtime of a worker service: its consumers and background tasks, run together
+//! until shutdown, then drained.
+//!
+//! A service registers its handlers explicitly at startup and calls
+//! [`Worker::run_until_stopped`]. If any consumer fails (the broker went away), the others
+//! are stopped too and the error is returned: a half-alive worker is worse than a restart
+//! by the supervisor.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::consumer::{self, ConsumerOptions};
+use crate::bus::{Bus, Handler};
+
+/// Consumers and tasks of one service.
+pub struct Worker {
+    bus: Bus,
+    grace: Duration,
+    work: CancellationToken,
+    background_stop: CancellationToken,
+    shutdown: CancellationToken,
+    consumers: JoinSet<anyhow::Result<()>>,
+    background: JoinSet<()>,
+}
+
+impl Worker {
+    /// A worker on `bus`; `shutdown` stops it; in-flight messages get `grace` to finish.
+    pub fn new(bus: Bus, grace: Duration, shutdown: CancellationToken) -> Self {
+        Self {
+            bus,
+            grace,
+            work: shutdown.child_token(),
+            background_stop: CancellationToken::new(),
+            shutdown,
+            consumers: JoinSet::new(),
+            background: JoinSet::new(),
+        }
+    }
+
+    /// Consumes `queue` with `handler`. `dead_letters` says whether the queue has a DLQ.
+    pub fn consume<H: Handler>(&mut self, queue: String, dead_letters: bool, handler: H) {
+        let options = ConsumerOptions {
+            queue,
+            dead_letters,
+            grace: self.grace,
+            retry_pause: Duration::from_millis(500),
+        };
+        self.consumers.spawn(consumer::run(
+            self.bus.clone(),
+            options,
+            Arc::new(handler),
+            self.work.clone(),
+        ));
+    }
+
+    /// Runs a background task (an outbox relay) that must stop when `token` is cancelled;
+    /// it is cancelled only after the consumers have drained.
+    pub fn spawn<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(task(self.background_stop.clone()));
+    }
+
+    /// Runs until shutdown or a consumer failure, then drains and closes the connection.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(finished) = self.consumers.join_next().await {
+            let outcome = finished.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(error) = outcome {
+                if result.is_ok() {
+                    result = Err(error);
+                }
+                self.work.cancel();
+            }
+        }
+        self.work.cancel();
+        // Only now, so events committed by the last drained messages still go out.
+        self.background_stop.cancel();
+        while self.background.join_next().await.is_some() {}
+        self.shutdown.cancel();
+        self.bus.close().await;
+        result
+    }
+}

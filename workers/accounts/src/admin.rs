@@ -1,0 +1,45 @@
+//! The first admin: created by an explicit one-off command (`accounts create-admin`), never
+//! by a default password.
+
+use anyhow::Context as _;
+use contracts::Envelope;
+use contracts::accounts::{AccountsEvent, Role, SCHEMA_VERSION, User, events};
+use platform::pg::Pool;
+use platform::pg::outbox;
+use uuid::Uuid;
+
+use crate::store;
+use platform::password::{self, HashParams};
+
+/// Creates an admin with `password` and announces it like any registration.
+pub async fn create_admin(
+    pool: &Pool,
+    email: &str,
+    display_name: &str,
+    password: &str,
+    params: HashParams,
+) -> anyhow::Result<User> {
+    contracts::accounts::validate_registration(email, display_name, password)
+        .map_err(anyhow::Error::msg)?;
+    let secret = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&secret, params))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let user = User {
+        id: Uuid::now_v7(),
+        email: email.to_lowercase(),
+        display_name: display_name.to_owned(),
+        role: Role::Admin,
+    };
+    let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
+    let tx = client.transaction().await?;
+    if !store::insert(&tx, &user, &hash).await? {
+        anyhow::bail!("{} is already registered", user.email);
+    }
+    let mut envelope = Envelope::new(events::USER_REGISTERED, SCHEMA_VERSION, Uuid::now_v7());
+    envelope.actor = Some(user.id.to_string());
+    let body = serde_json::to_vec(&AccountsEvent::UserRegistered(user.clone()))?;
+    outbox::enqueue(&tx, &envelope, &body).await?;
+    tx.commit().await?;
+    Ok(user)
+}

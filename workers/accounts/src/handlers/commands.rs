@@ -1,0 +1,152 @@
+//! Register and delete users, exactly once, with their events in the outbox.
+
+use contracts::accounts::{
+    AccountsCommand, AccountsEvent, Register, Role, SCHEMA_VERSION, User, UserRef, events,
+};
+use contracts::{Envelope, Rejection};
+use platform::bus::consumer::decode_body;
+use platform::bus::{Disposition, Handler, Incoming};
+use platform::pg::handle::{self, Effect, Transient};
+use platform::pg::outbox::{self, Relay};
+use platform::pg::{Pool, Transaction};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::store;
+use platform::password;
+
+/// Handles the accounts command queue.
+pub struct CommandHandler {
+    pool: Pool,
+    relay: Relay,
+}
+
+impl CommandHandler {
+    /// A handler on `pool` that wakes `relay` after each commit.
+    pub fn new(pool: Pool, relay: Relay) -> Self {
+        Self { pool, relay }
+    }
+}
+
+impl Handler for CommandHandler {
+    async fn handle(&self, incoming: Incoming) -> Disposition {
+        let command = match decode_body(&incoming, SCHEMA_VERSION, AccountsCommand::routing_key) {
+            Ok(command) => command,
+            Err(reason) => return Disposition::Dead(reason),
+        };
+        let envelope = incoming.envelope;
+        let span = tracing::info_span!(
+            "command",
+            operation_id = %envelope.message_id,
+            message_type = %envelope.message_type,
+            request_id = envelope.request_id.as_deref().unwrap_or(""),
+        );
+        let context = envelope.clone();
+        handle::command(&self.pool, &self.relay, &envelope, move |tx| {
+            Box::pin(async move {
+                match command {
+                    AccountsCommand::Register(register) => {
+                        register_user(tx, &context, register).await
+                    }
+                    AccountsCommand::Delete(user) => delete_user(tx, &context, user).await,
+                }
+            })
+        })
+        .instrument(span)
+        .await
+    }
+}
+
+/// Emits an event caused by `cause` into the outbox.
+pub(crate) async fn emit(
+    tx: &Transaction<'_>,
+    cause: &Envelope,
+    event: &AccountsEvent,
+) -> Result<(), Transient> {
+    let envelope = cause.caused(Uuid::now_v7(), event.routing_key(), SCHEMA_VERSION);
+    let body = serde_json::to_vec(event).map_err(|e| Transient(e.to_string()))?;
+    outbox::enqueue(tx, &envelope, &body).await?;
+    Ok(())
+}
+
+async fn actor_role(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+) -> Result<Option<(Uuid, Role)>, Transient> {
+    let Some(actor) = envelope
+        .actor
+        .as_deref()
+        .and_then(|a| Uuid::parse_str(a).ok())
+    else {
+        return Ok(None);
+    };
+    Ok(store::get(tx, actor)
+        .await?
+        .map(|user| (user.id, user.role)))
+}
+
+async fn register_user(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    register: Register,
+) -> Result<Effect, Transient> {
+    if let Err(detail) = contracts::catalog::validate_email(&register.email).and_then(|()| {
+        contracts::catalog::validate_text("display_name", &register.display_name, 100)
+    }) {
+        return Ok(Effect::Rejected(Rejection::invalid(detail)));
+    }
+    if !password::is_argon2id(&register.password_hash) {
+        return Ok(Effect::Rejected(Rejection::invalid(
+            "password hash is not argon2id",
+        )));
+    }
+    // The gateway only lets admins grant roles; checked again here because a role is
+    // a privilege and this service owns it.
+    if register.role != Role::Student
+        && !matches!(actor_role(tx, envelope).await?, Some((_, Role::Admin)))
+    {
+        return Ok(Effect::Rejected(Rejection::forbidden(
+            "only an admin may grant the teacher or admin role",
+        )));
+    }
+    let user = User {
+        id: register.user_id,
+        email: register.email.to_lowercase(),
+        display_name: register.display_name,
+        role: register.role,
+    };
+    if !store::insert(tx, &user, &register.password_hash).await? {
+        return Ok(Effect::Rejected(Rejection::conflict(format!(
+            "{} is already registered",
+            user.email
+        ))));
+    }
+    emit(tx, envelope, &AccountsEvent::UserRegistered(user.clone())).await?;
+    tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
+    Ok(Effect::Applied(serde_json::to_value(&user).ok()))
+}
+
+async fn delete_user(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    target: UserRef,
+) -> Result<Effect, Transient> {
+    let allowed = match actor_role(tx, envelope).await? {
+        Some((actor, role)) => actor == target.user_id || role == Role::Admin,
+        None => false,
+    };
+    if !allowed {
+        return Ok(Effect::Rejected(Rejection::forbidden(
+            "only the user themself or an admin may delete a user",
+        )));
+    }
+    if !store::delete(tx, target.user_id).await? {
+        return Ok(Effect::Rejected(Rejection::not_found(format!(
+            "user {} does not exist",
+            target.user_id
+        ))));
+    }
+    emit(tx, envelope, &AccountsEvent::UserDeleted(target.clone())).await?;
+    tracing::info!(user_id = %target.user_id, event = events::USER_DELETED, "user deleted");
+    Ok(Effect::Applied(None))
+}

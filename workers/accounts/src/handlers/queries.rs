@@ -1,0 +1,119 @@
+//! Login, user lookup, JWKS and operation outcomes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use contracts::accounts::{AccountsQuery, Login, SCHEMA_VERSION};
+use contracts::{QueryReply, Rejection};
+use platform::bus::consumer::decode_body;
+use platform::bus::{Disposition, Handler, Incoming};
+use platform::pg::Pool;
+use platform::pg::handle::{Transient, find_outcome};
+use serde::Serialize;
+
+use crate::keys::KeyRing;
+use crate::store;
+use platform::password;
+
+/// Handles the accounts query queue.
+pub struct QueryHandler {
+    pool: Pool,
+    keys: Arc<KeyRing>,
+    token_ttl: Duration,
+    /// A hash checked when the e-mail is unknown, so a failed login takes as long
+    /// whether or not the address exists.
+    decoy_hash: Arc<String>,
+}
+
+impl QueryHandler {
+    /// A handler on `pool` signing with `keys`.
+    pub fn new(pool: Pool, keys: Arc<KeyRing>, token_ttl: Duration, decoy_hash: String) -> Self {
+        Self {
+            pool,
+            keys,
+            token_ttl,
+            decoy_hash: Arc::new(decoy_hash),
+        }
+    }
+
+    async fn answer(&self, query: AccountsQuery) -> Result<QueryReply, Transient> {
+        Ok(match query {
+            AccountsQuery::Login(login) => self.login(login).await?,
+            AccountsQuery::GetUser(user) => {
+                let client = self.pool.get().await?;
+                match store::get(&client, user.user_id).await? {
+                    Some(user) => ok(&user),
+                    None => rejected(Rejection::not_found(format!(
+                        "user {} does not exist",
+                        user.user_id
+                    ))),
+                }
+            }
+            AccountsQuery::Jwks(_) => QueryReply::Ok {
+                body: self.keys.jwks(),
+            },
+            AccountsQuery::GetOperation(op) => {
+                let client = self.pool.get().await?;
+                match find_outcome(&client, op.operation_id).await? {
+                    Some(outcome) => ok(&outcome),
+                    None => rejected(Rejection::not_found("no outcome yet")),
+                }
+            }
+        })
+    }
+
+    async fn login(&self, login: Login) -> Result<QueryReply, Transient> {
+        let client = self.pool.get().await?;
+        let found = store::credentials(&client, &login.email).await?;
+        drop(client);
+        let (hash, user) = match found {
+            Some(credentials) => (credentials.password_hash, Some(credentials.user)),
+            None => ((*self.decoy_hash).clone(), None),
+        };
+        let password = login.password;
+        let verified = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
+            .await
+            .map_err(|e| Transient(e.to_string()))?;
+        let (true, Some(user)) = (verified, user) else {
+            tracing::info!(outcome = "failure", "login");
+            return Ok(rejected(Rejection::unauthorized(
+                "invalid email or password",
+            )));
+        };
+        tracing::info!(outcome = "success", user_id = %user.id, "login");
+        match self.keys.issue(&user, self.token_ttl) {
+            Ok(token) => Ok(ok(&token)),
+            Err(error) => Err(Transient(format!("cannot sign token: {error}"))),
+        }
+    }
+}
+
+fn ok<T: Serialize>(body: &T) -> QueryReply {
+    QueryReply::Ok {
+        body: serde_json::to_value(body).unwrap_or_default(),
+    }
+}
+
+fn rejected(rejection: Rejection) -> QueryReply {
+    QueryReply::Rejected { rejection }
+}
+
+impl Handler for QueryHandler {
+    async fn handle(&self, incoming: Incoming) -> Disposition {
+        let query = match decode_body(&incoming, SCHEMA_VERSION, AccountsQuery::routing_key) {
+            Ok(query) => query,
+            Err(reason) => {
+                let reply = rejected(Rejection::invalid(reason));
+                return Disposition::Done {
+                    reply: serde_json::to_vec(&reply).ok(),
+                };
+            }
+        };
+        match self.answer(query).await {
+            Ok(answer) => Disposition::Done {
+                reply: serde_json::to_vec(&answer).ok(),
+            },
+            Err(Transient(reason)) => Disposition::Retry(reason),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Runs the accounts worker until SIGTERM, or a one-off command:
+//!
+//! `accounts create-admin --email EMAIL --name NAME` reads the password from the first
+//! line of standard input and creates an admin (the only way one comes to exist).
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+
+use accounts::{AccountsConfig, Application};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match AccountsConfig::from_source(&platform::config::Environment) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("accounts: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.first().map(String::as_str) {
+        None => serve(config).await,
+        Some("create-admin") => create_admin(config, &args[1..]).await,
+        Some(other) => {
+            eprintln!(
+                "accounts: unknown command {other:?}; usage: accounts [create-admin --email EMAIL --name NAME]"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(config: AccountsConfig) -> ExitCode {
+    platform::telemetry::init("accounts");
+    let shutdown = platform::shutdown::on_signal();
+    let app = match Application::build(config, shutdown).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "accounts failed to start");
+            eprintln!("accounts: cannot start: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "accounts stopped with an error"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+async fn create_admin(config: AccountsConfig, args: &[String]) -> ExitCode {
+    let (Some(email), Some(name)) = (flag(args, "--email"), flag(args, "--name")) else {
+        eprintln!(
+            "accounts: usage: accounts create-admin --email EMAIL --name NAME  (password on stdin)"
+        );
+        return ExitCode::from(2);
+    };
+    let mut password = String::new();
+    if std::io::stdin().lock().read_line(&mut password).is_err() {
+        eprintln!("accounts: cannot read the password from standard input");
+        return ExitCode::from(2);
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    let result = async {
+        let pool = platform::pg::pool(&config.pg)?;
+        platform::pg::migrate::run(&pool, &accounts::MIGRATIONS).await?;
+        accounts::admin::create_admin(&pool, &email, &name, password, config.hash).await
+    }
+    .await;
+    match result {
+        Ok(user) => {
+            println!("created admin {} ({})", user.email, user.id);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("accounts: create-admin failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Post, repost and delete, exactly once, with their events in the outbox.
+
+use contracts::social::{CreatePost, PostRef, Repost, SCHEMA_VERSION, SocialCommand, SocialEvent};
+use contracts::{Envelope, Rejection};
+use platform::bus::consumer::decode_body;
+use platform::bus::{Disposition, Handler, Incoming};
+use platform::pg::handle::{self, Effect, Transient};
+use platform::pg::outbox::Relay;
+use platform::pg::{Pool, Transaction};
+use tracing::Instrument as _;
+
+use super::{actor, emit};
+use crate::store;
+
+/// Handles the social command queue.
+pub struct CommandHandler {
+    pool: Pool,
+    relay: Relay,
+}
+
+impl CommandHandler {
+    /// A handler on `pool` that wakes `relay` after each commit.
+    pub fn new(pool: Pool, relay: Relay) -> Self {
+        Self { pool, relay }
+    }
+}
+
+impl Handler for CommandHandler {
+    async fn handle(&self, incoming: Incoming) -> Disposition {
+        let command = match decode_body(&incoming, SCHEMA_VERSION, SocialCommand::routing_key) {
+            Ok(command) => command,
+            Err(reason) => return Disposition::Dead(reason),
+        };
+        let envelope = incoming.envelope;
+        let span = tracing::info_span!(
+            "command",
+            operation_id = %envelope.message_id,
+            message_type = %envelope.message_type,
+            request_id = envelope.request_id.as_deref().unwrap_or(""),
+        );
+        let context = envelope.clone();
+        handle::command(&self.pool, &self.relay, &envelope, move |tx| {
+            Box::pin(async move {
+                if let Err(detail) = command.validate() {
+                    return Ok(Effect::Rejected(Rejection::invalid(detail)));
+                }
+                match command {
+                    SocialCommand::CreatePost(post) => create(tx, &context, post).await,
+                    SocialCommand::Repost(repost) => repost_post(tx, &context, repost).await,
+                    SocialCommand::DeletePost(post) => delete(tx, &context, post).await,
+                }
+            })
+        })
+        .instrument(span)
+        .await
+    }
+}
+
+fn no_actor() -> Effect {
+    Effect::Rejected(Rejection::forbidden("posting needs an authenticated user"))
+}
+
+async fn create(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    post: CreatePost,
+) -> Result<Effect, Transient> {
+    let Some(author) = actor(envelope) else {
+        return Ok(no_actor());
+    };
+    store::upsert_author(tx, author, &post.author_name, None).await?;
+    store::insert_post(tx, post.post_id, author, &post.body, None).await?;
+    let Some(created) = store::get(tx, post.post_id).await? else {
+        return Err(Transient("post vanished inside its own transaction".into()));
+    };
+    emit(tx, envelope, &SocialEvent::PostCreated(created.clone())).await?;
+    Ok(Effect::Applied(serde_json::to_value(&created).ok()))
+}
+
+async fn repost_post(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    repost: Repost,
+) -> Result<Effect, Transient> {
+    let Some(author) = actor(envelope) else {
+        return Ok(no_actor());
+    };
+    let Some(original) = store::get(tx, repost.original_id).await? else {
+        return Ok(Effect::Rejected(Rejection::not_found(format!(
+            "post {} does not exist",
+            repost.original_id
+        ))));
+    };
+    // A repost of a repost counts for the original, like everywhere else.
+    let root = original.repost_of.unwrap_or(original.id);
+    store::upsert_author(tx, author, &repost.author_name, None).await?;
+    if !store::insert_post(tx, repost.post_id, author, &original.body, Some(root)).await? {
+        return Ok(Effect::Rejected(Rejection::conflict(format!(
+            "you already reposted post {root}"
+        ))));
+    }
+    let Some(created) = store::get(tx, repost.post_id).await? else {
+        return Err(Transient(
+            "repost vanished inside its own transaction".into(),
+        ));
+    };
+    emit(tx, envelope, &SocialEvent::PostReposted(created.clone())).await?;
+    Ok(Effect::Applied(serde_json::to_value(&created).ok()))
+}
+
+async fn delete(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    target: PostRef,
+) -> Result<Effect, Transient> {
+    let Some(actor) = actor(envelope) else {
+        return Ok(no_actor());
+    };
+    let Some(post) = store::get(tx, target.post_id).await? else {
+        return Ok(Effect::Rejected(Rejection::not_found(format!(
+            "post {} does not exist",
+            target.post_id
+        ))));
+    };
+    if post.author_id != actor {
+        return Ok(Effect::Rejected(Rejection::forbidden(
+            "you can delete only your own posts",
+        )));
+    }
+    store::delete_post(tx, target.post_id).await?;
+    emit(tx, envelope, &SocialEvent::PostDeleted(target)).await?;
+    Ok(Effect::Applied(None))
+}

@@ -1,0 +1,141 @@
+//! Reactions to other services' events: authors come and go with accounts, and every new
+//! course is announced on the global timeline.
+
+use contracts::accounts::{self, AccountsEvent, Role, User, UserRef};
+use contracts::catalog::{self, CatalogEvent, Course};
+use contracts::social::{MAX_POST_LEN, SYSTEM_AUTHOR, SocialEvent};
+use contracts::{Envelope, Rejection};
+use platform::bus::consumer::decode_body;
+use platform::bus::{Disposition, Handler, Incoming};
+use platform::pg::handle::{self, Effect, Transient};
+use platform::pg::outbox::Relay;
+use platform::pg::{Pool, Transaction};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use super::{actor, emit};
+use crate::store;
+
+/// The events social subscribes to.
+pub const SUBSCRIPTIONS: [&str; 3] = [
+    accounts::events::USER_REGISTERED,
+    accounts::events::USER_DELETED,
+    catalog::events::COURSE_CREATED,
+];
+
+/// Handles the social event queue.
+pub struct EventHandler {
+    pool: Pool,
+    relay: Relay,
+}
+
+impl EventHandler {
+    /// A handler on `pool` that wakes `relay` after each commit.
+    pub fn new(pool: Pool, relay: Relay) -> Self {
+        Self { pool, relay }
+    }
+}
+
+enum Subscribed {
+    Accounts(AccountsEvent),
+    Catalog(CatalogEvent),
+}
+
+fn decode(incoming: &Incoming) -> Result<Subscribed, String> {
+    match incoming.envelope.message_type.split('.').next() {
+        Some(accounts::SERVICE) => decode_body(
+            incoming,
+            accounts::SCHEMA_VERSION,
+            AccountsEvent::routing_key,
+        )
+        .map(Subscribed::Accounts),
+        Some(catalog::SERVICE) => {
+            decode_body(incoming, catalog::SCHEMA_VERSION, CatalogEvent::routing_key)
+                .map(Subscribed::Catalog)
+        }
+        _ => Err(format!(
+            "social does not subscribe to {}",
+            incoming.envelope.message_type
+        )),
+    }
+}
+
+impl Handler for EventHandler {
+    async fn handle(&self, incoming: Incoming) -> Disposition {
+        let event = match decode(&incoming) {
+            Ok(event) => event,
+            Err(reason) => return Disposition::Dead(reason),
+        };
+        let envelope = incoming.envelope;
+        let span = tracing::info_span!(
+            "event",
+            message_id = %envelope.message_id,
+            message_type = %envelope.message_type,
+            request_id = envelope.request_id.as_deref().unwrap_or(""),
+        );
+        let context = envelope.clone();
+        handle::event(&self.pool, &self.relay, &envelope, move |tx| {
+            Box::pin(async move {
+                match event {
+                    Subscribed::Accounts(AccountsEvent::UserRegistered(user)) => {
+                        registered(tx, user).await
+                    }
+                    Subscribed::Accounts(AccountsEvent::UserDeleted(user)) => {
+                        deleted(tx, user).await
+                    }
+                    Subscribed::Catalog(CatalogEvent::CourseCreated(course)) => {
+                        announce(tx, &context, course).await
+                    }
+                    Subscribed::Catalog(other) => Ok(Effect::Rejected(Rejection::invalid(
+                        format!("{} is not handled", other.routing_key()),
+                    ))),
+                }
+            })
+        })
+        .instrument(span)
+        .await
+    }
+}
+
+async fn registered(tx: &Transaction<'_>, user: User) -> Result<Effect, Transient> {
+    store::upsert_author(tx, user.id, &user.display_name, Some(user.role.as_str())).await?;
+    tracing::info!(user_id = %user.id, "author known");
+    Ok(Effect::Applied(None))
+}
+
+async fn deleted(tx: &Transaction<'_>, user: UserRef) -> Result<Effect, Transient> {
+    let removed = store::delete_author(tx, user.user_id).await?;
+    tracing::info!(user_id = %user.user_id, removed, "author and their posts removed");
+    Ok(Effect::Applied(None))
+}
+
+/// Posts "New course …" as the teacher who created it, or as the system author when the
+/// course was created by someone who is not (known as) a teacher.
+async fn announce(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    course: Course,
+) -> Result<Effect, Transient> {
+    let author = match actor(envelope) {
+        Some(id)
+            if store::author_role(tx, id).await?.flatten().as_deref()
+                == Some(Role::Teacher.as_str()) =>
+        {
+            id
+        }
+        _ => SYSTEM_AUTHOR,
+    };
+    let mut body = format!("New course {}: {}", course.code, course.title);
+    if body.chars().count() > MAX_POST_LEN {
+        body = body.chars().take(MAX_POST_LEN - 1).collect::<String>() + "…";
+    }
+    // Derived from the event, so a redelivered event cannot announce twice even if the
+    // inbox were bypassed.
+    let post_id = Uuid::new_v5(&envelope.message_id, b"announcement");
+    store::insert_post(tx, post_id, author, &body, None).await?;
+    if let Some(post) = store::get(tx, post_id).await? {
+        emit(tx, envelope, &SocialEvent::PostCreated(post)).await?;
+    }
+    tracing::info!(course_id = %course.id, author = %author, "course announced");
+    Ok(Effect::Applied(None))
+}

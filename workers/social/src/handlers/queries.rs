@@ -1,0 +1,97 @@
+//! Posts and timelines by request-reply.
+
+use contracts::catalog::{MAX_PAGE, PageRequest};
+use contracts::social::{SCHEMA_VERSION, SocialQuery};
+use contracts::{QueryReply, Rejection};
+use platform::bus::consumer::decode_body;
+use platform::bus::{Disposition, Handler, Incoming};
+use platform::pg::Pool;
+use platform::pg::handle::{Transient, find_outcome};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::store;
+
+/// Handles the social query queue.
+pub struct QueryHandler {
+    pool: Pool,
+}
+
+impl QueryHandler {
+    /// A handler reading `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn answer(&self, query: SocialQuery) -> Result<QueryReply, Transient> {
+        let client = self.pool.get().await?;
+        Ok(match query {
+            SocialQuery::GetPost(post) => match store::get(&client, post.post_id).await? {
+                Some(found) => ok(&found),
+                None => rejected(Rejection::not_found(format!(
+                    "post {} does not exist",
+                    post.post_id
+                ))),
+            },
+            SocialQuery::UserTimeline(timeline) => match page(&timeline.page) {
+                Ok((limit, cursor)) => {
+                    ok(&store::timeline(&client, Some(timeline.user_id), limit, cursor).await?)
+                }
+                Err(rejection) => rejected(rejection),
+            },
+            SocialQuery::GlobalTimeline(request) => match page(&request) {
+                Ok((limit, cursor)) => ok(&store::timeline(&client, None, limit, cursor).await?),
+                Err(rejection) => rejected(rejection),
+            },
+            SocialQuery::GetOperation(op) => match find_outcome(&client, op.operation_id).await? {
+                Some(outcome) => ok(&outcome),
+                None => rejected(Rejection::not_found("no outcome yet")),
+            },
+        })
+    }
+}
+
+fn page(request: &PageRequest) -> Result<(u32, Option<Uuid>), Rejection> {
+    if !(1..=MAX_PAGE).contains(&request.limit) {
+        return Err(Rejection::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let cursor = match &request.cursor {
+        Some(text) => {
+            Some(Uuid::parse_str(text).map_err(|_| Rejection::invalid("cursor is not valid"))?)
+        }
+        None => None,
+    };
+    Ok((request.limit, cursor))
+}
+
+fn ok<T: Serialize>(body: &T) -> QueryReply {
+    QueryReply::Ok {
+        body: serde_json::to_value(body).unwrap_or_default(),
+    }
+}
+
+fn rejected(rejection: Rejection) -> QueryReply {
+    QueryReply::Rejected { rejection }
+}
+
+impl Handler for QueryHandler {
+    async fn handle(&self, incoming: Incoming) -> Disposition {
+        let query = match decode_body(&incoming, SCHEMA_VERSION, SocialQuery::routing_key) {
+            Ok(query) => query,
+            Err(reason) => {
+                let reply = rejected(Rejection::invalid(reason));
+                return Disposition::Done {
+                    reply: serde_json::to_vec(&reply).ok(),
+                };
+            }
+        };
+        match self.answer(query).await {
+            Ok(answer) => Disposition::Done {
+                reply: serde_json::to_vec(&answer).ok(),
+            },
+            Err(Transient(reason)) => Disposition::Retry(reason),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Runs the social worker until SIGTERM.
+
+use std::process::ExitCode;
+
+use social::{Application, SocialConfig};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    platform::telemetry::init("social");
+    let config = match SocialConfig::from_source(&platform::config::Environment) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("social: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = platform::shutdown::on_signal();
+    let app = match Application::build(config, shutdown).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "social failed to start");
+            eprintln!("social: cannot start: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "social stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}

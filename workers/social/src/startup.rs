@@ -1,0 +1,115 @@
+//! Building and running the social worker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use contracts::social::{SERVICE, commands, queries};
+use platform::bus::Bus;
+use platform::pg::outbox::Relay;
+use platform::pg::{Pool, migrate};
+use platform::worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SocialConfig;
+use crate::handlers::commands::CommandHandler;
+use crate::handlers::events::{EventHandler, SUBSCRIPTIONS};
+use crate::handlers::queries::QueryHandler;
+
+/// A built social worker: migrated, declared, not yet consuming.
+pub struct Application {
+    worker: Worker,
+    health_addr: SocketAddr,
+    pool: Pool,
+}
+
+impl Application {
+    /// Migrates the database, declares the queues and starts the health endpoint.
+    pub async fn build(config: SocialConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = platform::pg::pool(&config.pg)?;
+        migrate::run(&pool, &crate::MIGRATIONS).await?;
+        let bus = Bus::connect(&config.bus, SERVICE, false).await?;
+        declare(&bus).await?;
+        let ready_bus = bus.clone();
+        let (health_addr, _health) = platform::health::serve(
+            config.health_addr,
+            Arc::new(move || ready_bus.is_healthy()),
+            shutdown.clone(),
+        )
+        .await
+        .context("cannot bind the health endpoint")?;
+        let relay = Relay::new(pool.clone(), bus.clone());
+        let topology = bus.topology.clone();
+        let mut worker = Worker::new(bus, config.grace, shutdown);
+        worker.consume(
+            topology.command_queue(SERVICE),
+            true,
+            CommandHandler::new(pool.clone(), relay.clone()),
+        );
+        worker.consume(
+            topology.event_queue(SERVICE),
+            true,
+            EventHandler::new(pool.clone(), relay.clone()),
+        );
+        worker.consume(
+            topology.query_queue(SERVICE),
+            false,
+            QueryHandler::new(pool.clone()),
+        );
+        let interval = config.relay_interval;
+        worker.spawn(move |stop| relay.run(interval, stop));
+        tracing::info!(%health_addr, prefix = %config.bus.prefix, "social ready");
+        Ok(Self {
+            worker,
+            health_addr,
+            pool,
+        })
+    }
+
+    /// Where `/livez` and `/readyz` answer.
+    pub fn health_addr(&self) -> SocketAddr {
+        self.health_addr
+    }
+
+    /// The database pool (for tests).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Consumes until shutdown, then drains.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = self.worker.run_until_stopped().await;
+        tracing::info!("social stopped");
+        result
+    }
+}
+
+/// Declares the social command, event and query queues.
+pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
+    let channel = bus.connection().create_channel().await?;
+    let topology = &bus.topology;
+    topology
+        .declare_work_queue(
+            &channel,
+            &topology.command_queue(SERVICE),
+            &topology.commands_exchange(),
+            &commands::ALL,
+        )
+        .await
+        .context("cannot declare the command queue")?;
+    topology
+        .declare_work_queue(
+            &channel,
+            &topology.event_queue(SERVICE),
+            &topology.events_exchange(),
+            &SUBSCRIPTIONS,
+        )
+        .await
+        .context("cannot declare the event queue")?;
+    topology
+        .declare_query_queue(&channel, SERVICE, &queries::ALL)
+        .await
+        .context("cannot declare the query queue")?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}

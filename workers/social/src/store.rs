@@ -1,0 +1,124 @@
+//! SQL for authors, posts and timelines.
+
+use contracts::catalog::Page;
+use contracts::social::Post;
+use platform::pg::GenericClient;
+use tokio_postgres::{Error, Row};
+use uuid::Uuid;
+
+const POST_COLUMNS: &str = "p.id, p.author_id, a.display_name, p.body, p.repost_of, p.created_at,
+     (SELECT count(*) FROM posts r WHERE r.repost_of = p.id)";
+
+fn post(row: &Row) -> Post {
+    Post {
+        id: row.get(0),
+        author_id: row.get(1),
+        author_name: row.get(2),
+        body: row.get(3),
+        repost_of: row.get(4),
+        created_at: row.get(5),
+        repost_count: row.get(6),
+    }
+}
+
+/// Creates or renames an author; `role` is kept when not given.
+pub async fn upsert_author<C: GenericClient + Sync>(
+    client: &C,
+    id: Uuid,
+    display_name: &str,
+    role: Option<&str>,
+) -> Result<(), Error> {
+    client
+        .execute(
+            "INSERT INTO authors (id, display_name, role) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name,
+                 role = COALESCE(EXCLUDED.role, authors.role), updated_at = now()",
+            &[&id, &display_name, &role],
+        )
+        .await?;
+    Ok(())
+}
+
+/// An author's role, if the author is known.
+pub async fn author_role<C: GenericClient + Sync>(
+    client: &C,
+    id: Uuid,
+) -> Result<Option<Option<String>>, Error> {
+    Ok(client
+        .query_opt("SELECT role FROM authors WHERE id = $1", &[&id])
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// Deletes an author with all their posts (and the reposts of those).
+pub async fn delete_author<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<u64, Error> {
+    client
+        .execute("DELETE FROM authors WHERE id = $1", &[&id])
+        .await
+}
+
+/// Inserts a post; `Ok(false)` if this author already reposted the original.
+pub async fn insert_post<C: GenericClient + Sync>(
+    client: &C,
+    id: Uuid,
+    author: Uuid,
+    body: &str,
+    repost_of: Option<Uuid>,
+) -> Result<bool, Error> {
+    let result = client
+        .execute(
+            "INSERT INTO posts (id, author_id, body, repost_of) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+            &[&id, &author, &body, &repost_of],
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if platform::pg::is_unique_violation(&error, Some("posts_one_repost_per_user")) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// One post.
+pub async fn get<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<Option<Post>, Error> {
+    let sql = format!(
+        "SELECT {POST_COLUMNS} FROM posts p JOIN authors a ON a.id = p.author_id WHERE p.id = $1"
+    );
+    Ok(client.query_opt(&sql, &[&id]).await?.as_ref().map(post))
+}
+
+/// Deletes a post (and its reposts).
+pub async fn delete_post<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
+    Ok(client
+        .execute("DELETE FROM posts WHERE id = $1", &[&id])
+        .await?
+        == 1)
+}
+
+/// Newest first, after `cursor`, optionally one author's.
+pub async fn timeline<C: GenericClient + Sync>(
+    client: &C,
+    author: Option<Uuid>,
+    limit: u32,
+    cursor: Option<Uuid>,
+) -> Result<Page<Post>, Error> {
+    let take = i64::from(limit) + 1;
+    let sql = format!(
+        "SELECT {POST_COLUMNS} FROM posts p JOIN authors a ON a.id = p.author_id
+         WHERE ($1::uuid IS NULL OR p.author_id = $1) AND ($2::uuid IS NULL OR p.id < $2)
+         ORDER BY p.id DESC LIMIT $3"
+    );
+    let rows = client.query(&sql, &[&author, &cursor, &take]).await?;
+    let mut items: Vec<Post> = rows.iter().map(post).collect();
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|p| p.id.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
