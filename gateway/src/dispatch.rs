@@ -29,6 +29,35 @@ pub struct RequestContext {
     pub wait: Option<Duration>,
     /// `Idempotency-Key`, if sent.
     pub idempotency_key: Option<String>,
+    /// W3C trace context for the messages this request sends: the client's `traceparent`
+    /// if valid, else a new trace. Carried now so tracing can join the hops later.
+    pub traceparent: Option<String>,
+}
+
+/// A `traceparent` continuing the client's trace (if it sent a valid one) or starting one.
+pub fn traceparent(incoming: Option<&str>) -> String {
+    let span: u64 = rand_u64();
+    let trace = incoming
+        .and_then(|value| {
+            let parts: Vec<&str> = value.trim().split('-').collect();
+            let valid = parts.len() == 4
+                && parts[0] == "00"
+                && parts[1].len() == 32
+                && parts[2].len() == 16
+                && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
+                && parts[1] != "00000000000000000000000000000000";
+            valid.then(|| parts[1].to_ascii_lowercase())
+        })
+        .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+    format!("00-{trace}-{span:016x}-01")
+}
+
+fn rand_u64() -> u64 {
+    let bytes = *Uuid::new_v4().as_bytes();
+    u64::from_be_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
+    .max(1)
 }
 
 /// A submitted command.
@@ -112,6 +141,7 @@ impl Dispatcher {
         envelope.message_id = operation;
         envelope.actor = context.actor.clone();
         envelope.request_id = Some(context.request_id.clone());
+        envelope.traceparent = context.traceparent.clone();
         let exchange = self.bus.topology.commands_exchange();
         let message = Outgoing {
             exchange: &exchange,
@@ -169,6 +199,7 @@ impl Dispatcher {
         envelope.correlation_id = envelope.message_id;
         envelope.actor = context.actor.clone();
         envelope.request_id = Some(context.request_id.clone());
+        envelope.traceparent = context.traceparent.clone();
         let exchange = self.bus.topology.commands_exchange();
         let message = Outgoing {
             exchange: &exchange,
@@ -281,6 +312,28 @@ fn publish_problem(service: &str, error: &PublishError) -> Problem {
         other => {
             tracing::warn!(service, error = %other, "publish failed");
             Problem::unavailable("the message broker is unavailable")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_is_continued_and_anything_else_starts_a_trace() {
+        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let next = traceparent(Some(incoming));
+        assert!(next.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+        assert_ne!(next, incoming, "a new span id");
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "",
+        ] {
+            let fresh = traceparent(Some(bad));
+            assert_eq!(fresh.len(), 55);
+            assert!(!fresh.contains("0af7651916cd43dd"));
         }
     }
 }

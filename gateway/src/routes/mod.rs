@@ -76,17 +76,22 @@ fn context(state: Shared) -> impl Filter<Extract = (RequestContext,), Error = Re
         .and(warp::header::optional::<String>("prefer"))
         .and(warp::header::optional::<String>("idempotency-key"))
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("traceparent"))
         .and(warp::ext::optional::<platform::http::ClientAddr>())
         .and_then(
             move |request_id: Option<String>,
                   prefer: Option<String>,
                   key: Option<String>,
                   authorization: Option<String>,
+                  trace: Option<String>,
                   client: Option<platform::http::ClientAddr>| {
                 let state = state.clone();
                 async move {
-                    build_context(&state, request_id, prefer, key, authorization, client)
-                        .map_err(warp::reject::custom)
+                    let mut context =
+                        build_context(&state, request_id, prefer, key, authorization, client)
+                            .map_err(warp::reject::custom)?;
+                    context.traceparent = Some(crate::dispatch::traceparent(trace.as_deref()));
+                    Ok::<_, Rejection>(context)
                 }
             },
         )
@@ -134,6 +139,7 @@ fn build_context(
             .and_then(parse_prefer_wait)
             .map(|w| w.min(state.max_wait)),
         idempotency_key: key,
+        traceparent: None,
     })
 }
 

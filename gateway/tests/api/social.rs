@@ -358,3 +358,91 @@ async fn an_event_delivered_twice_announces_once() {
     assert_eq!(twice, 1);
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn one_course_request_carries_one_trace_and_request_id_through_catalog_and_social() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let app = spawn_app().await;
+    let connection = app.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}.trace-events", app.prefix);
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), options, FieldTable::default())
+        .await
+        .unwrap();
+    for key in ["catalog.course.created", "social.post.created"] {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                format!("{}.events", app.prefix).into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = app
+        .client
+        .post(app.url("/v1/courses"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .header("x-request-id", "trace-me-1")
+        .json(&json!({"code": "TRC", "title": "Traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let envelope = platform::bus::envelope::from_properties(&delivery.properties).unwrap();
+        seen.push((delivery.routing_key.to_string(), envelope));
+    }
+    let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        keys.contains(&"catalog.course.created") && keys.contains(&"social.post.created"),
+        "{keys:?}"
+    );
+    let correlation = seen[0].1.correlation_id;
+    for (key, envelope) in &seen {
+        let traceparent = envelope.traceparent.as_deref().unwrap_or_default();
+        assert!(
+            traceparent.contains(trace),
+            "{key} lost the trace: {traceparent}"
+        );
+        assert_eq!(
+            envelope.request_id.as_deref(),
+            Some("trace-me-1"),
+            "{key} lost the request id"
+        );
+        assert_eq!(
+            envelope.correlation_id, correlation,
+            "{key} has another correlation id"
+        );
+    }
+    app.teardown().await;
+}
