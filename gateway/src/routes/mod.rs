@@ -307,12 +307,17 @@ impl ListParams {
                 contracts::catalog::MAX_PAGE
             )));
         }
-        if let Some(cursor) = &self.cursor
-            && Uuid::parse_str(cursor).is_err()
-        {
-            return Err(Problem::bad_request(
-                "cursor is not valid; use next_cursor from a previous page",
-            ));
+        // Cursors are opaque (each service has its own format) but always short and plain.
+        if let Some(cursor) = &self.cursor {
+            let plain = cursor.len() <= 100
+                && cursor
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+            if !plain {
+                return Err(Problem::bad_request(
+                    "cursor is not valid; use next_cursor from a previous page",
+                ));
+            }
         }
         Ok(contracts::catalog::PageRequest {
             limit,

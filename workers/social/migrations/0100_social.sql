@@ -24,6 +24,5 @@ CREATE TABLE posts (
     CONSTRAINT posts_one_repost_per_user UNIQUE (author_id, repost_of)
 );
 
--- Ids are UUID v7, so id order is time order: timelines page by id.
 CREATE INDEX posts_author_id_idx ON posts (author_id, id DESC);
 CREATE INDEX posts_repost_of_idx ON posts (repost_of);

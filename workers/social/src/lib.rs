@@ -10,8 +10,15 @@ pub use config::SocialConfig;
 pub use startup::Application;
 
 /// The social schema, after the shared messaging tables.
-pub const MIGRATIONS: [platform::pg::migrate::Migration; 1] = [platform::pg::migrate::Migration {
-    version: 100,
-    name: "social",
-    sql: include_str!("../migrations/0100_social.sql"),
-}];
+pub const MIGRATIONS: [platform::pg::migrate::Migration; 2] = [
+    platform::pg::migrate::Migration {
+        version: 100,
+        name: "social",
+        sql: include_str!("../migrations/0100_social.sql"),
+    },
+    platform::pg::migrate::Migration {
+        version: 101,
+        name: "timeline order",
+        sql: include_str!("../migrations/0101_timeline_order.sql"),
+    },
+];

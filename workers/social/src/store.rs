@@ -1,5 +1,6 @@
 //! SQL for authors, posts and timelines.
 
+use chrono::{DateTime, Utc};
 use contracts::catalog::Page;
 use contracts::social::Post;
 use platform::pg::GenericClient;
@@ -99,26 +100,87 @@ pub async fn delete_post<C: GenericClient + Sync>(client: &C, id: Uuid) -> Resul
         == 1)
 }
 
-/// Newest first, after `cursor`, optionally one author's.
+/// Where a page of a timeline starts: after this post (creation time, then id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Creation time of the last post of the previous page.
+    pub created_at: DateTime<Utc>,
+    /// Its id.
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// Parses `<microseconds since the epoch>_<uuid>`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once('_')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        Some(Self {
+            created_at,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
+
+    fn of(post: &Post) -> String {
+        format!("{}_{}", post.created_at.timestamp_micros(), post.id)
+    }
+}
+
+/// Newest first (by creation time, then id), after `cursor`, optionally one author's.
 pub async fn timeline<C: GenericClient + Sync>(
     client: &C,
     author: Option<Uuid>,
     limit: u32,
-    cursor: Option<Uuid>,
+    cursor: Option<Cursor>,
 ) -> Result<Page<Post>, Error> {
     let take = i64::from(limit) + 1;
+    let (after_time, after_id) = match cursor {
+        Some(c) => (Some(c.created_at), Some(c.id)),
+        None => (None, None),
+    };
     let sql = format!(
         "SELECT {POST_COLUMNS} FROM posts p JOIN authors a ON a.id = p.author_id
-         WHERE ($1::uuid IS NULL OR p.author_id = $1) AND ($2::uuid IS NULL OR p.id < $2)
-         ORDER BY p.id DESC LIMIT $3"
+         WHERE ($1::uuid IS NULL OR p.author_id = $1)
+           AND ($2::timestamptz IS NULL OR (p.created_at, p.id) < ($2, $3::uuid))
+         ORDER BY p.created_at DESC, p.id DESC LIMIT $4"
     );
-    let rows = client.query(&sql, &[&author, &cursor, &take]).await?;
+    let rows = client
+        .query(&sql, &[&author, &after_time, &after_id, &take])
+        .await?;
     let mut items: Vec<Post> = rows.iter().map(post).collect();
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|p| p.id.to_string())
+        items.last().map(Cursor::of)
     } else {
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_garbage_is_refused() {
+        let post = Post {
+            id: Uuid::now_v7(),
+            author_id: Uuid::nil(),
+            author_name: "a".into(),
+            body: "b".into(),
+            repost_of: None,
+            repost_count: 0,
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+        };
+        let cursor = Cursor::parse(&Cursor::of(&post)).unwrap();
+        assert_eq!(
+            cursor,
+            Cursor {
+                created_at: post.created_at,
+                id: post.id
+            }
+        );
+        for bad in ["", "123", "x_y", "123_not-a-uuid"] {
+            assert!(Cursor::parse(bad).is_none(), "{bad}");
+        }
+    }
 }

@@ -8,7 +8,6 @@ use platform::bus::{Disposition, Handler, Incoming};
 use platform::pg::Pool;
 use platform::pg::handle::{Transient, find_outcome};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::store;
 
@@ -51,16 +50,16 @@ impl QueryHandler {
     }
 }
 
-fn page(request: &PageRequest) -> Result<(u32, Option<Uuid>), Rejection> {
+fn page(request: &PageRequest) -> Result<(u32, Option<store::Cursor>), Rejection> {
     if !(1..=MAX_PAGE).contains(&request.limit) {
         return Err(Rejection::invalid(format!(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
     let cursor = match &request.cursor {
-        Some(text) => {
-            Some(Uuid::parse_str(text).map_err(|_| Rejection::invalid("cursor is not valid"))?)
-        }
+        Some(text) => Some(
+            store::Cursor::parse(text).ok_or_else(|| Rejection::invalid("cursor is not valid"))?,
+        ),
         None => None,
     };
     Ok((request.limit, cursor))
