@@ -23,20 +23,32 @@ fn post(row: &Row) -> Post {
 }
 
 /// Creates or renames an author; `role` is kept when not given.
+///
+/// Written as insert-if-absent plus an update only when something changed: an
+/// `ON CONFLICT DO UPDATE` would lock the author's row for every post, serialising all
+/// of a busy author's posts behind each other.
 pub async fn upsert_author<C: GenericClient + Sync>(
     client: &C,
     id: Uuid,
     display_name: &str,
     role: Option<&str>,
 ) -> Result<(), Error> {
-    client
+    let inserted = client
         .execute(
-            "INSERT INTO authors (id, display_name, role) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name,
-                 role = COALESCE(EXCLUDED.role, authors.role), updated_at = now()",
+            "INSERT INTO authors (id, display_name, role) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
             &[&id, &display_name, &role],
         )
         .await?;
+    if inserted == 0 {
+        client
+            .execute(
+                "UPDATE authors SET display_name = $2, role = COALESCE($3, role), updated_at = now()
+                 WHERE id = $1
+                   AND (display_name IS DISTINCT FROM $2 OR ($3::text IS NOT NULL AND role IS DISTINCT FROM $3))",
+                &[&id, &display_name, &role],
+            )
+            .await?;
+    }
     Ok(())
 }
 
