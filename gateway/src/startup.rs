@@ -49,7 +49,12 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
         let addr = listener.local_addr()?;
-        let server = platform::http::serve(listener, routes::api(state), shutdown.clone());
+        let server = platform::http::serve(
+            listener,
+            routes::api(state),
+            shutdown.clone(),
+            Some(bus.metrics.clone()),
+        );
         tracing::info!(%addr, prefix = %config.bus.prefix, "gateway listening");
         Ok(Self {
             addr,

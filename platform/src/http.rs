@@ -7,14 +7,18 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::{Filter, Reply};
+
+use crate::metrics::Metrics;
 
 /// The TCP peer of the connection a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,7 @@ pub fn serve<F, R>(
     listener: TcpListener,
     filter: F,
     cancel: CancellationToken,
+    metrics: Option<Arc<Metrics>>,
 ) -> tokio::task::JoinHandle<()>
 where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -47,7 +52,7 @@ where
                 },
             };
             let service = warp::service(filter.clone());
-            let service = tower_service_fn(service, peer);
+            let service = tower_service_fn(service, peer, metrics.clone());
             let connection = Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(
                     TokioIo::new(stream),
@@ -69,8 +74,12 @@ where
 /// Wraps the warp service: each request carries its peer address and an `X-Request-Id`
 /// (the client's if it sent a usable one, a fresh UUID v7 otherwise), which is echoed on
 /// the response; one access-log line is written per request.
-fn tower_service_fn<S>(inner: S, peer: SocketAddr) -> Edge<S> {
-    Edge { inner, peer }
+fn tower_service_fn<S>(inner: S, peer: SocketAddr, metrics: Option<Arc<Metrics>>) -> Edge<S> {
+    Edge {
+        inner,
+        peer,
+        metrics,
+    }
 }
 
 /// The header naming a request end to end.
@@ -80,6 +89,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 struct Edge<S> {
     inner: S,
     peer: SocketAddr,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A client's request id is used only if it is short and plain, so it is safe to copy
@@ -127,8 +137,18 @@ where
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let future = self.inner.call(request);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let mut response = future.await?;
+            if let Some(metrics) = metrics {
+                let route = crate::metrics::route_template(&path);
+                metrics.observe_http(
+                    &route,
+                    method.as_str(),
+                    response.status().as_u16(),
+                    started.elapsed(),
+                );
+            }
             response
                 .headers_mut()
                 .insert(REQUEST_ID, request_id.clone());

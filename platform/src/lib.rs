@@ -6,6 +6,7 @@ pub mod bus;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod password;
 pub mod pg;
 pub mod shutdown;

@@ -1,4 +1,5 @@
-//! `/livez` (the process runs) and `/readyz` (it can reach the broker and verify tokens).
+//! `/livez` (the process runs), `/readyz` (it can reach the broker and verify tokens) and
+//! `/metrics`.
 
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -8,6 +9,7 @@ use warp::reply::Response;
 use super::{Shared, json};
 
 pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
+    let state_for_metrics = state.clone();
     let livez =
         warp::path!("livez").map(|| json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
     let readyz = warp::path!("readyz").map(move || {
@@ -28,5 +30,15 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             &serde_json::json!({"status": status, "checks": checks}),
         )
     });
-    warp::get().and(livez.or(readyz).unify()).boxed()
+    let metrics_state = state_for_metrics;
+    let metrics = warp::path!("metrics").map(move || {
+        let mut response = Response::new(metrics_state.dispatcher.bus().render_metrics().into());
+        if let Ok(value) = warp::http::HeaderValue::from_str(platform::metrics::CONTENT_TYPE) {
+            response.headers_mut().insert("content-type", value);
+        }
+        response
+    });
+    warp::get()
+        .and(livez.or(readyz).unify().or(metrics).unify())
+        .boxed()
 }

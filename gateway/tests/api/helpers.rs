@@ -54,6 +54,8 @@ pub struct TestApp {
     /// The admin's bearer token.
     pub admin_token: String,
     pub prefix: String,
+    /// Where the catalog worker's `/metrics` answers, when it runs.
+    pub catalog_health: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     workers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -131,6 +133,7 @@ pub async fn spawn_custom(workers: Workers, gateway_settings: &[(&str, &str)]) -
     let settings = settings(&prefix, &[]);
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
+    let mut catalog_health = None;
 
     postgres_admin(&format!(
         "CREATE DATABASE {prefix}_accounts; CREATE DATABASE {prefix}_social;"
@@ -172,6 +175,7 @@ pub async fn spawn_custom(workers: Workers, gateway_settings: &[(&str, &str)]) -
             let worker = catalog::Application::build(config, shutdown.clone())
                 .await
                 .expect("catalog starts");
+            catalog_health = Some(worker.health_addr());
             handles.push(tokio::spawn(worker.run_until_stopped()));
         }
         Workers::Declared => {
@@ -219,6 +223,7 @@ pub async fn spawn_custom(workers: Workers, gateway_settings: &[(&str, &str)]) -
         anonymous,
         admin_token,
         prefix,
+        catalog_health,
         shutdown,
         workers: handles,
     }

@@ -403,3 +403,47 @@ async fn a_poison_message_is_dead_lettered_with_a_reason_and_the_worker_goes_on(
     assert!(reason.contains("undecodable"), "{reason}");
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn the_gateway_and_the_workers_expose_openmetrics_with_what_happened() {
+    let app = spawn_app().await;
+    app.create_course("MET1").await;
+    let gateway = app.get("/metrics").await;
+    assert!(
+        gateway.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let gateway = gateway.text().await.unwrap();
+    for expected in [
+        r#"switchyard_http_requests_total{route="/v1/courses",method="POST",status_class="2xx"} 1"#,
+        r#"switchyard_messages_published_total{exchange="commands",routing_key="catalog.course.create",outcome="confirmed"} 1"#,
+        "switchyard_broker_connected 1",
+    ] {
+        assert!(
+            gateway.contains(expected),
+            "gateway /metrics lacks {expected}:\n{gateway}"
+        );
+    }
+    let catalog = app
+        .anonymous
+        .get(format!("http://{}/metrics", app.catalog_health.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"switchyard_messages_consumed_total{queue="catalog.commands",outcome="ack"} 1"#,
+        "switchyard_courses_created_total 1",
+        r#"switchyard_end_to_end_latency_seconds_count{message_type="catalog.course.create"} 1"#,
+    ] {
+        assert!(
+            catalog.contains(expected),
+            "catalog /metrics lacks {expected}:\n{catalog}"
+        );
+    }
+    app.teardown().await;
+}

@@ -150,8 +150,14 @@ async fn process<H: Handler>(
     handler: Arc<H>,
     delivery: Delivery,
 ) {
+    let started = std::time::Instant::now();
+    let mut sent_at = None;
     let disposition = match decode(&delivery) {
         Ok(incoming) => {
+            sent_at = Some((
+                incoming.envelope.timestamp,
+                incoming.envelope.message_type.clone(),
+            ));
             let reply_to = incoming.reply_to.clone();
             let correlation_id = incoming.envelope.correlation_id.to_string();
             let disposition = handler.handle(incoming).await;
@@ -166,6 +172,7 @@ async fn process<H: Handler>(
         }
         Err(reason) => Disposition::Dead(reason),
     };
+    record(&bus, &options.queue, &disposition, started, sent_at);
     let settled = match disposition {
         Disposition::Done { .. } => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
         Disposition::Retry(reason) => {
@@ -185,6 +192,47 @@ async fn process<H: Handler>(
         // The channel is gone; the broker redelivers the message, and handlers are
         // idempotent, so nothing is lost or doubled.
         tracing::warn!(%error, "could not settle delivery");
+    }
+}
+
+/// Counts a handled message, its duration and, for commands, the time since the gateway
+/// accepted it.
+fn record(
+    bus: &Bus,
+    queue: &str,
+    disposition: &Disposition,
+    started: std::time::Instant,
+    sent_at: Option<(chrono::DateTime<chrono::Utc>, String)>,
+) {
+    use crate::metrics::{ConsumeLabels, QueueLabel, TypeLabel, unprefixed};
+    let queue = unprefixed(bus.topology.prefix(), queue).to_owned();
+    let outcome = match disposition {
+        Disposition::Done { .. } => "ack",
+        Disposition::Retry(_) => "retry",
+        Disposition::Dead(_) => "dead",
+    };
+    let metrics = &bus.metrics;
+    metrics
+        .consumed
+        .get_or_create(&ConsumeLabels {
+            queue: queue.clone(),
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+    metrics
+        .handling
+        .get_or_create(&QueueLabel {
+            queue: queue.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    if let (Disposition::Done { .. }, Some((sent, message_type))) = (disposition, sent_at)
+        && queue.ends_with(".commands")
+    {
+        let age = (chrono::Utc::now() - sent).to_std().unwrap_or_default();
+        metrics
+            .end_to_end
+            .get_or_create(&TypeLabel { message_type })
+            .observe(age.as_secs_f64());
     }
 }
 

@@ -9,6 +9,9 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use uuid::Uuid;
 
+/// Header with the envelope's timestamp in milliseconds.
+const TIMESTAMP_MS: &str = "x-timestamp-ms";
+
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
@@ -30,6 +33,11 @@ pub fn to_properties(envelope: &Envelope) -> BasicProperties {
     if let Some(traceparent) = &envelope.traceparent {
         put(headers::TRACEPARENT, traceparent.clone());
     }
+    // AMQP's timestamp property has whole seconds; latency metrics need milliseconds.
+    table.insert(
+        TIMESTAMP_MS.into(),
+        AMQPValue::LongLongInt(envelope.timestamp.timestamp_millis()),
+    );
     table.insert(
         headers::SCHEMA_VERSION.into(),
         AMQPValue::LongLongInt(i64::from(envelope.schema_version)),
@@ -95,9 +103,13 @@ pub fn from_properties(properties: &BasicProperties) -> Result<Envelope, String>
         Some(text) => Some(Uuid::parse_str(&text).map_err(|_| "causation id is not a UUID")?),
         None => None,
     };
-    let timestamp: DateTime<Utc> = properties
-        .timestamp()
-        .and_then(|secs| Utc.timestamp_opt(i64::try_from(secs).ok()?, 0).single())
+    let timestamp: DateTime<Utc> = header_int(properties, TIMESTAMP_MS)
+        .and_then(DateTime::from_timestamp_millis)
+        .or_else(|| {
+            properties
+                .timestamp()
+                .and_then(|secs| Utc.timestamp_opt(i64::try_from(secs).ok()?, 0).single())
+        })
         .unwrap_or_else(Utc::now);
     Ok(Envelope {
         message_id,

@@ -28,6 +28,8 @@ pub struct Bus {
     pub publisher: Publisher,
     /// The settings it was built with.
     pub config: BusConfig,
+    /// The service's metrics (the bus is the one thing every service has).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Bus {
@@ -57,11 +59,14 @@ impl Bus {
         // The declaring channel is not reused for traffic; closing it keeps the channel
         // count equal to what the publisher and consumers need.
         let _ = channel.close(200, "topology declared".into()).await;
+        let metrics = crate::metrics::Metrics::new();
         let publisher = Publisher::open(
             &connection,
             config.publish_channels,
             config.confirm_timeout,
             with_replies,
+            metrics.clone(),
+            &config.prefix,
         )
         .await
         .context("cannot open publishing channels")?;
@@ -70,6 +75,7 @@ impl Bus {
             topology,
             publisher,
             config: config.clone(),
+            metrics,
         })
     }
 
@@ -81,6 +87,14 @@ impl Bus {
     /// True while the connection and every publishing channel are usable.
     pub fn is_healthy(&self) -> bool {
         self.connection.status().connected() && self.publisher.is_healthy()
+    }
+
+    /// The metrics exposition, with the connection gauge brought up to date.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .broker_connected
+            .set(i64::from(self.is_healthy()));
+        self.metrics.encode()
     }
 
     /// Closes the connection politely so the broker requeues nothing it need not.

@@ -23,6 +23,7 @@ use lapin::{Confirmation, PublisherConfirm};
 use tokio::sync::oneshot;
 
 use super::envelope::to_properties;
+use crate::metrics::{Metrics, PublishLabels, unprefixed};
 
 /// RabbitMQ's pseudo-queue for direct replies.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -123,6 +124,8 @@ pub struct Publisher {
     confirm_timeout: Duration,
     waiters: Waiters,
     replies: bool,
+    metrics: Arc<Metrics>,
+    prefix: Arc<str>,
 }
 
 impl Publisher {
@@ -132,6 +135,8 @@ impl Publisher {
         count: usize,
         confirm_timeout: Duration,
         replies: bool,
+        metrics: Arc<Metrics>,
+        prefix: &str,
     ) -> lapin::Result<Self> {
         let waiters: Waiters = Arc::default();
         let mut channels = Vec::with_capacity(count);
@@ -163,7 +168,25 @@ impl Publisher {
             confirm_timeout,
             waiters,
             replies,
+            metrics,
+            prefix: Arc::from(prefix),
         })
+    }
+
+    /// Counts a publish by its outcome.
+    fn record(&self, exchange: &str, routing_key: &str, result: &Result<(), PublishError>) {
+        let outcome = match result {
+            Ok(()) => "confirmed",
+            Err(PublishError::Unroutable(_)) => "unroutable",
+            Err(PublishError::Nacked) => "nacked",
+            Err(_) => "failed",
+        };
+        let labels = PublishLabels {
+            exchange: unprefixed(&self.prefix, exchange).to_owned(),
+            routing_key: routing_key.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.metrics.published.get_or_create(&labels).inc();
     }
 
     /// True while every channel is open.
@@ -269,16 +292,21 @@ impl Publisher {
             mandatory: message.mandatory,
             ..Default::default()
         };
-        let confirm = channel
-            .basic_publish(
-                message.exchange.into(),
-                message.routing_key.into(),
-                options,
-                message.body,
-                properties,
-            )
-            .await?;
-        self.await_confirm(confirm, message.routing_key).await
+        let result = async {
+            let confirm = channel
+                .basic_publish(
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    options,
+                    message.body,
+                    properties,
+                )
+                .await?;
+            self.await_confirm(confirm, message.routing_key).await
+        }
+        .await;
+        self.record(message.exchange, message.routing_key, &result);
+        result
     }
 
     async fn await_confirm(
@@ -339,16 +367,21 @@ impl Publisher {
             mandatory: true,
             ..Default::default()
         };
-        let confirm = self
-            .channel()
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
-                body,
-                properties,
-            )
-            .await?;
-        self.await_confirm(confirm, routing_key).await
+        let result = async {
+            let confirm = self
+                .channel()
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    options,
+                    body,
+                    properties,
+                )
+                .await?;
+            self.await_confirm(confirm, routing_key).await
+        }
+        .await;
+        self.record(exchange, routing_key, &result);
+        result
     }
 }

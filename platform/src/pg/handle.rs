@@ -116,10 +116,17 @@ pub async fn command<F>(pool: &Pool, relay: &Relay, envelope: &Envelope, apply: 
 where
     F: for<'t> FnOnce(&'t Transaction<'t>) -> TxFuture<'t> + Send,
 {
-    match run_command(pool, envelope, apply).await {
+    let started = std::time::Instant::now();
+    let result = run_command(pool, envelope, apply).await;
+    relay
+        .metrics()
+        .observe_db("command_transaction", started.elapsed());
+    match result {
         Ok((outcome, fresh)) => {
             if fresh {
                 relay.wake();
+            } else {
+                relay.metrics().inbox_duplicates.inc();
             }
             Disposition::Done {
                 reply: serde_json::to_vec(&outcome).ok(),
@@ -182,6 +189,7 @@ pub async fn event<F>(pool: &Pool, relay: &Relay, envelope: &Envelope, apply: F)
 where
     F: for<'t> FnOnce(&'t Transaction<'t>) -> TxFuture<'t> + Send,
 {
+    let started = std::time::Instant::now();
     let result: Result<bool, Transient> = async {
         let mut client = pool.get().await?;
         let mut tx = client.transaction().await?;
@@ -200,11 +208,15 @@ where
         Ok(true)
     }
     .await;
+    relay
+        .metrics()
+        .observe_db("event_transaction", started.elapsed());
     match result {
         Ok(fresh) => {
             if fresh {
                 relay.wake();
             } else {
+                relay.metrics().inbox_duplicates.inc();
                 tracing::info!(message_id = %envelope.message_id, "duplicate event ignored");
             }
             Disposition::Done { reply: None }

@@ -88,6 +88,26 @@ impl Relay {
         self.wake.notify_one();
     }
 
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.bus.metrics
+    }
+
+    /// Updates the backlog gauges: events waiting, and the age of the oldest.
+    async fn measure_backlog(&self) -> Result<(), RelayError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM outbox",
+                &[],
+            )
+            .await?;
+        let (count, age): (i64, f64) = (row.get(0), row.get(1));
+        self.bus.metrics.outbox_backlog.set(count);
+        self.bus.metrics.outbox_oldest_age.set(age);
+        Ok(())
+    }
+
     /// One pass: publishes up to a batch and deletes what was confirmed. Returns how many
     /// messages were published.
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
@@ -169,6 +189,9 @@ impl Relay {
                         break;
                     }
                 }
+            }
+            if let Err(error) = self.measure_backlog().await {
+                tracing::debug!(%error, "cannot measure the outbox backlog");
             }
             if stop {
                 break;

@@ -42,14 +42,10 @@ impl Application {
         .map_err(anyhow::Error::msg)?;
         let bus = Bus::connect(&config.bus, SERVICE, false).await?;
         declare(&bus).await?;
-        let ready_bus = bus.clone();
-        let (health_addr, _health) = platform::health::serve(
-            config.health_addr,
-            Arc::new(move || ready_bus.is_healthy()),
-            shutdown.clone(),
-        )
-        .await
-        .context("cannot bind the health endpoint")?;
+        let (health_addr, _health) =
+            platform::health::serve(config.health_addr, bus.clone(), shutdown.clone())
+                .await
+                .context("cannot bind the health endpoint")?;
 
         let relay = Relay::new(pool.clone(), bus.clone());
         let topology = bus.topology.clone();
@@ -62,7 +58,13 @@ impl Application {
         worker.consume(
             topology.query_queue(SERVICE),
             false,
-            QueryHandler::new(pool.clone(), keys, config.token_ttl, decoy),
+            QueryHandler::new(
+                pool.clone(),
+                keys,
+                config.token_ttl,
+                decoy,
+                relay.metrics().clone(),
+            ),
         );
         let interval = config.relay_interval;
         worker.spawn(move |stop| relay.run(interval, stop));

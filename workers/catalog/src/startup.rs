@@ -1,7 +1,6 @@
 //! Building and running the catalog worker: connect, declare, consume, relay, drain.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use contracts::catalog::{SERVICE, commands, queries};
@@ -31,10 +30,8 @@ impl Application {
             .context("cannot reach MongoDB")?;
         let bus = Bus::connect(&config.bus, SERVICE, false).await?;
         declare(&bus).await?;
-        let ready_bus = bus.clone();
-        let ready = Arc::new(move || ready_bus.is_healthy());
         let (health_addr, _health) =
-            platform::health::serve(config.health_addr, ready, shutdown.clone())
+            platform::health::serve(config.health_addr, bus.clone(), shutdown.clone())
                 .await
                 .context("cannot bind the health endpoint")?;
         let topology = bus.topology.clone();

@@ -1,7 +1,6 @@
 //! Building and running the social worker.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use contracts::social::{SERVICE, commands, queries};
@@ -30,14 +29,10 @@ impl Application {
         migrate::run(&pool, &crate::MIGRATIONS).await?;
         let bus = Bus::connect(&config.bus, SERVICE, false).await?;
         declare(&bus).await?;
-        let ready_bus = bus.clone();
-        let (health_addr, _health) = platform::health::serve(
-            config.health_addr,
-            Arc::new(move || ready_bus.is_healthy()),
-            shutdown.clone(),
-        )
-        .await
-        .context("cannot bind the health endpoint")?;
+        let (health_addr, _health) =
+            platform::health::serve(config.health_addr, bus.clone(), shutdown.clone())
+                .await
+                .context("cannot bind the health endpoint")?;
         let relay = Relay::new(pool.clone(), bus.clone());
         let topology = bus.topology.clone();
         let mut worker = Worker::new(bus, config.grace, shutdown);

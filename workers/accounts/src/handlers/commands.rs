@@ -42,11 +42,16 @@ impl Handler for CommandHandler {
             request_id = envelope.request_id.as_deref().unwrap_or(""),
         );
         let context = envelope.clone();
+        let metrics = self.relay.metrics().clone();
         handle::command(&self.pool, &self.relay, &envelope, move |tx| {
             Box::pin(async move {
                 match command {
                     AccountsCommand::Register(register) => {
-                        register_user(tx, &context, register).await
+                        let effect = register_user(tx, &context, register).await?;
+                        if matches!(effect, Effect::Applied(_)) {
+                            metrics.registrations.inc();
+                        }
+                        Ok(effect)
                     }
                     AccountsCommand::Delete(user) => delete_user(tx, &context, user).await,
                 }

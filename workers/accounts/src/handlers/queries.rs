@@ -23,17 +23,32 @@ pub struct QueryHandler {
     /// A hash checked when the e-mail is unknown, so a failed login takes as long
     /// whether or not the address exists.
     decoy_hash: Arc<String>,
+    metrics: Arc<platform::metrics::Metrics>,
 }
 
 impl QueryHandler {
     /// A handler on `pool` signing with `keys`.
-    pub fn new(pool: Pool, keys: Arc<KeyRing>, token_ttl: Duration, decoy_hash: String) -> Self {
+    pub fn new(
+        pool: Pool,
+        keys: Arc<KeyRing>,
+        token_ttl: Duration,
+        decoy_hash: String,
+        metrics: Arc<platform::metrics::Metrics>,
+    ) -> Self {
         Self {
             pool,
             keys,
             token_ttl,
             decoy_hash: Arc::new(decoy_hash),
+            metrics,
         }
+    }
+
+    fn count_login(&self, outcome: &str) {
+        let label = platform::metrics::OutcomeLabel {
+            outcome: outcome.to_owned(),
+        };
+        self.metrics.logins.get_or_create(&label).inc();
     }
 
     async fn answer(&self, query: AccountsQuery) -> Result<QueryReply, Transient> {
@@ -76,11 +91,13 @@ impl QueryHandler {
             .map_err(|e| Transient(e.to_string()))?;
         let (true, Some(user)) = (verified, user) else {
             tracing::info!(outcome = "failure", "login");
+            self.count_login("failure");
             return Ok(rejected(Rejection::unauthorized(
                 "invalid email or password",
             )));
         };
         tracing::info!(outcome = "success", user_id = %user.id, "login");
+        self.count_login("success");
         match self.keys.issue(&user, self.token_ttl) {
             Ok(token) => Ok(ok(&token)),
             Err(error) => Err(Transient(format!("cannot sign token: {error}"))),

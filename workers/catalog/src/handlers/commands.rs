@@ -104,6 +104,7 @@ impl CommandHandler {
         let operation_id = incoming.envelope.message_id;
         match operations::get(&self.store, operation_id).await {
             Ok(Some(outcome)) => {
+                self.bus.metrics.inbox_duplicates.inc();
                 tracing::info!("duplicate command, answering with the recorded outcome");
                 return reply(&outcome);
             }
@@ -120,6 +121,11 @@ impl CommandHandler {
             Err(error) => return Disposition::Retry(error.to_string()),
         };
         if applied {
+            match command {
+                CatalogCommand::CreateCourse(_) => self.bus.metrics.courses_created.inc(),
+                CatalogCommand::AssignCourse(_) => self.bus.metrics.teachers_assigned.inc(),
+                _ => 0,
+            };
             self.flush(&command).await;
         }
         tracing::info!(status = ?outcome.status, "command handled");

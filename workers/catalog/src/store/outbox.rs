@@ -161,6 +161,29 @@ pub async fn sweep(bus: &Bus, store: &Store) -> Result<usize, RelayError> {
     Ok(published)
 }
 
+/// Sets the backlog gauges: documents with unpublished events, and the age of the oldest.
+async fn measure_backlog(bus: &Bus, store: &Store) -> Result<(), StoreError> {
+    let mut pending = 0;
+    let mut oldest: Option<i64> = None;
+    for collection in [&store.courses, &store.teachers] {
+        let filter = doc! {"pending_events": {"$gt": 0}};
+        pending += collection.count_documents(filter.clone()).await?;
+        let first = collection
+            .find_one(filter)
+            .sort(doc! {"changed_ms": 1})
+            .await?;
+        if let Some(changed) = first.and_then(|d| d.get_i64("changed_ms").ok()) {
+            oldest = Some(oldest.map_or(changed, |o| o.min(changed)));
+        }
+    }
+    bus.metrics
+        .outbox_backlog
+        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    let age = oldest.map_or(0.0, |changed| (now_ms() - changed).max(0) as f64 / 1000.0);
+    bus.metrics.outbox_oldest_age.set(age);
+    Ok(())
+}
+
 /// Sweeps every `interval` until cancelled, then once more so events committed by the
 /// last handled messages leave before exit.
 pub async fn run_relay(bus: Bus, store: Store, interval: Duration, cancel: CancellationToken) {
@@ -169,6 +192,9 @@ pub async fn run_relay(bus: Bus, store: Store, interval: Duration, cancel: Cance
             () = cancel.cancelled() => true,
             () = tokio::time::sleep(interval) => false,
         };
+        if let Err(error) = measure_backlog(&bus, &store).await {
+            tracing::debug!(%error, "cannot measure the outbox backlog");
+        }
         match sweep(&bus, &store).await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "outbox relay published pending events"),

@@ -39,16 +39,26 @@ impl Handler for CommandHandler {
             request_id = envelope.request_id.as_deref().unwrap_or(""),
         );
         let context = envelope.clone();
+        let metrics = self.relay.metrics().clone();
         handle::command(&self.pool, &self.relay, &envelope, move |tx| {
             Box::pin(async move {
                 if let Err(detail) = command.validate() {
                     return Ok(Effect::Rejected(Rejection::invalid(detail)));
                 }
-                match command {
-                    SocialCommand::CreatePost(post) => create(tx, &context, post).await,
-                    SocialCommand::Repost(repost) => repost_post(tx, &context, repost).await,
-                    SocialCommand::DeletePost(post) => delete(tx, &context, post).await,
+                let (effect, counter) = match command {
+                    SocialCommand::CreatePost(post) => {
+                        (create(tx, &context, post).await?, Some(&metrics.posts))
+                    }
+                    SocialCommand::Repost(repost) => (
+                        repost_post(tx, &context, repost).await?,
+                        Some(&metrics.reposts),
+                    ),
+                    SocialCommand::DeletePost(post) => (delete(tx, &context, post).await?, None),
+                };
+                if let (Effect::Applied(_), Some(counter)) = (&effect, counter) {
+                    counter.inc();
                 }
+                Ok(effect)
             })
         })
         .instrument(span)

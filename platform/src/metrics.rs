@@ -1,0 +1,371 @@
+//! Prometheus metrics (OpenMetrics text on `/metrics`), one registry per service.
+//!
+//! Label values are always from small, fixed sets (route templates, queue names, routing
+//! keys, outcomes), never user input or ids, so the series count stays bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of HTTP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route template, e.g. `/v1/courses/{id}`.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// `2xx`, `4xx`, `5xx`…
+    pub status_class: String,
+}
+
+/// Labels of HTTP durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route template.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+}
+
+/// Labels of published messages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    /// Exchange (without the deployment prefix).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// `confirmed`, `unroutable`, `nacked` or `failed`.
+    pub outcome: String,
+}
+
+/// Labels of consumed messages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumeLabels {
+    /// Queue (without the deployment prefix).
+    pub queue: String,
+    /// `ack`, `retry` or `dead`.
+    pub outcome: String,
+}
+
+/// A single `queue` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// Queue (without the deployment prefix).
+    pub queue: String,
+}
+
+/// A single `message_type` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// Message type (routing key it was defined with).
+    pub message_type: String,
+}
+
+/// A single `operation` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    /// Store operation, e.g. `command_transaction`.
+    pub operation: String,
+}
+
+/// A single `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `success` or `failure`.
+    pub outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric a service exposes.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route, method and status class.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP request duration.
+    pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Published messages by outcome.
+    pub published: Family<PublishLabels, Counter>,
+    /// Consumed messages by outcome.
+    pub consumed: Family<ConsumeLabels, Counter>,
+    /// Time to handle a message.
+    pub handling: Family<QueueLabel, Histogram, fn() -> Histogram>,
+    /// From the gateway accepting a command to the worker committing it.
+    pub end_to_end: Family<TypeLabel, Histogram, fn() -> Histogram>,
+    /// Events committed but not yet published.
+    pub outbox_backlog: Gauge,
+    /// Age of the oldest unpublished event.
+    pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Redelivered messages recognised and skipped.
+    pub inbox_duplicates: Counter,
+    /// Store operation duration.
+    pub db_duration: Family<OperationLabel, Histogram, fn() -> Histogram>,
+    /// 1 while connected to the broker.
+    pub broker_connected: Gauge,
+    /// Broker reconnections.
+    pub broker_reconnects: Counter,
+    /// Users registered.
+    pub registrations: Counter,
+    /// Logins by outcome.
+    pub logins: Family<OutcomeLabel, Counter>,
+    /// Courses created.
+    pub courses_created: Counter,
+    /// Courses assigned to teachers.
+    pub teachers_assigned: Counter,
+    /// Posts published.
+    pub posts: Counter,
+    /// Reposts.
+    pub reposts: Counter,
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            published: Family::default(),
+            consumed: Family::default(),
+            handling: Family::new_with_constructor(latency_histogram),
+            end_to_end: Family::new_with_constructor(latency_histogram),
+            outbox_backlog: Gauge::default(),
+            outbox_oldest_age: Gauge::default(),
+            inbox_duplicates: Counter::default(),
+            db_duration: Family::new_with_constructor(latency_histogram),
+            broker_connected: Gauge::default(),
+            broker_reconnects: Counter::default(),
+            registrations: Counter::default(),
+            logins: Family::default(),
+            courses_created: Counter::default(),
+            teachers_assigned: Counter::default(),
+            posts: Counter::default(),
+            reposts: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "switchyard_http_requests",
+            "HTTP requests served",
+            metrics.http_requests.clone(),
+        );
+        r.register(
+            "switchyard_http_request_duration_seconds",
+            "HTTP request duration",
+            metrics.http_duration.clone(),
+        );
+        r.register(
+            "switchyard_messages_published",
+            "Messages published, by outcome",
+            metrics.published.clone(),
+        );
+        r.register(
+            "switchyard_messages_consumed",
+            "Messages consumed, by outcome",
+            metrics.consumed.clone(),
+        );
+        r.register(
+            "switchyard_message_handling_duration_seconds",
+            "Time to handle a message",
+            metrics.handling.clone(),
+        );
+        r.register(
+            "switchyard_end_to_end_latency_seconds",
+            "From the gateway accepting a command to its commit",
+            metrics.end_to_end.clone(),
+        );
+        r.register(
+            "switchyard_outbox_backlog",
+            "Events committed, not yet published",
+            metrics.outbox_backlog.clone(),
+        );
+        r.register(
+            "switchyard_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished event",
+            metrics.outbox_oldest_age.clone(),
+        );
+        r.register(
+            "switchyard_inbox_duplicates",
+            "Redelivered messages skipped",
+            metrics.inbox_duplicates.clone(),
+        );
+        r.register(
+            "switchyard_db_operation_duration_seconds",
+            "Store operation duration",
+            metrics.db_duration.clone(),
+        );
+        r.register(
+            "switchyard_broker_connected",
+            "1 while connected to RabbitMQ",
+            metrics.broker_connected.clone(),
+        );
+        r.register(
+            "switchyard_broker_reconnects",
+            "Reconnections to RabbitMQ",
+            metrics.broker_reconnects.clone(),
+        );
+        r.register(
+            "switchyard_registrations",
+            "Users registered",
+            metrics.registrations.clone(),
+        );
+        r.register(
+            "switchyard_logins",
+            "Logins, by outcome",
+            metrics.logins.clone(),
+        );
+        r.register(
+            "switchyard_courses_created",
+            "Courses created",
+            metrics.courses_created.clone(),
+        );
+        r.register(
+            "switchyard_teachers_assigned",
+            "Courses assigned to teachers",
+            metrics.teachers_assigned.clone(),
+        );
+        r.register("switchyard_posts", "Posts published", metrics.posts.clone());
+        r.register("switchyard_reposts", "Reposts", metrics.reposts.clone());
+        Arc::new(Self {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    /// Records one handled HTTP request.
+    pub fn observe_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let class = format!("{}xx", status / 100);
+        let labels = HttpLabels {
+            route: route.to_owned(),
+            method: method.to_owned(),
+            status_class: class,
+        };
+        self.http_requests.get_or_create(&labels).inc();
+        let route = RouteLabels {
+            route: labels.route,
+            method: labels.method,
+        };
+        self.http_duration
+            .get_or_create(&route)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a store operation's duration.
+    pub fn observe_db(&self, operation: &str, elapsed: Duration) {
+        self.db_duration
+            .get_or_create(&OperationLabel {
+                operation: operation.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Strips the deployment prefix from a queue or exchange name (`switchyard.catalog.commands`
+/// → `catalog.commands`), so dashboards work whatever the prefix.
+pub fn unprefixed<'a>(prefix: &str, name: &'a str) -> &'a str {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(name)
+}
+
+/// The route template of a request path: known words are kept, anything else (ids,
+/// operation ids, typos) becomes `{id}`, and foreign paths become `other`, so random URLs
+/// cannot mint new series.
+pub fn route_template(path: &str) -> String {
+    const WORDS: [&str; 16] = [
+        "v1",
+        "courses",
+        "teachers",
+        "operations",
+        "auth",
+        "register",
+        "login",
+        "users",
+        "me",
+        "posts",
+        "reposts",
+        "timeline",
+        "livez",
+        "readyz",
+        "metrics",
+        "openapi.json",
+    ];
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match segments.first() {
+        None => return "/".into(),
+        Some(first) if !WORDS.contains(first) => return "other".into(),
+        _ => {}
+    }
+    if segments.len() > 6 {
+        return "other".into();
+    }
+    let parts: Vec<&str> = segments
+        .iter()
+        .map(|s| if WORDS.contains(s) { *s } else { "{id}" })
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_hide_ids_and_foreign_paths() {
+        assert_eq!(route_template("/v1/courses"), "/v1/courses");
+        assert_eq!(route_template("/v1/courses/0192-abc"), "/v1/courses/{id}");
+        assert_eq!(
+            route_template("/v1/teachers/a/courses/b"),
+            "/v1/teachers/{id}/courses/{id}"
+        );
+        assert_eq!(route_template("/wp-admin/setup.php"), "other");
+        assert_eq!(route_template("/"), "/");
+        assert_eq!(route_template("/v1/users/me"), "/v1/users/me");
+    }
+
+    #[test]
+    fn counters_show_up_in_the_exposition_with_their_conventional_names() {
+        let metrics = Metrics::new();
+        metrics.observe_http("/v1/courses", "POST", 202, Duration::from_millis(3));
+        metrics.posts.inc();
+        let text = metrics.encode();
+        assert!(text.contains("switchyard_http_requests_total{route=\"/v1/courses\",method=\"POST\",status_class=\"2xx\"} 1"), "{text}");
+        assert!(text.contains("switchyard_http_request_duration_seconds_bucket"));
+        assert!(text.contains("switchyard_posts_total 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn prefixes_are_stripped_from_names() {
+        assert_eq!(
+            unprefixed("switchyard", "switchyard.catalog.commands"),
+            "catalog.commands"
+        );
+        assert_eq!(unprefixed("switchyard", "amq.direct"), "amq.direct");
+    }
+}
