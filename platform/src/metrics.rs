@@ -10,7 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Content type of the exposition.
@@ -85,9 +85,14 @@ pub struct OutcomeLabel {
 }
 
 fn latency_histogram() -> Histogram {
-    // 1 ms to ~33 s.
-    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+    // 1 ms to 30 s, with 0.5 s as a boundary because the latency SLO is "under 500 ms".
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
+
+/// Histogram boundaries, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Every metric a service exposes.
 pub struct Metrics {
@@ -358,6 +363,61 @@ mod tests {
         assert!(text.contains("switchyard_http_request_duration_seconds_bucket"));
         assert!(text.contains("switchyard_posts_total 1"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn every_metric_the_dashboards_and_alerts_use_is_exported() {
+        let listed = include_str!("../../observability/metrics.txt");
+        let metrics = Metrics::new();
+        // Labelled families appear only once they have a series.
+        let d = Duration::from_millis(1);
+        metrics.observe_http("/v1/courses", "GET", 200, d);
+        metrics.observe_db("command_transaction", d);
+        let label = |v: &str| v.to_owned();
+        metrics
+            .published
+            .get_or_create(&PublishLabels {
+                exchange: label("e"),
+                routing_key: label("k"),
+                outcome: label("confirmed"),
+            })
+            .inc();
+        metrics
+            .consumed
+            .get_or_create(&ConsumeLabels {
+                queue: label("q"),
+                outcome: label("ack"),
+            })
+            .inc();
+        metrics
+            .handling
+            .get_or_create(&QueueLabel { queue: label("q") })
+            .observe(0.1);
+        metrics
+            .end_to_end
+            .get_or_create(&TypeLabel {
+                message_type: label("t"),
+            })
+            .observe(0.1);
+        metrics
+            .logins
+            .get_or_create(&OutcomeLabel {
+                outcome: label("success"),
+            })
+            .inc();
+        let text = metrics.encode();
+        for name in listed
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            // Counters are declared without `_total` in the TYPE line.
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "{name} is listed but not exported:\n{text}"
+            );
+        }
     }
 
     #[test]
