@@ -117,7 +117,7 @@ check "metric names: switchyard_* in metrics.txt, rabbitmq_*/node_/pg_ live" pyt
 check "wiring: datasource uids, log fields mapped, saved objects resolve, ILM/SLM/archive" python3 checks.py wiring
 check "bash -n logging/setup.sh" bash -n logging/setup.sh
 if command -v shellcheck >/dev/null; then
-  check "shellcheck check.sh logging/setup.sh" shellcheck check.sh logging/setup.sh
+  check "shellcheck check.sh logging/setup.sh panel-test.sh" shellcheck check.sh logging/setup.sh panel-test.sh
 else
   echo "skip  shellcheck: not installed"
 fi

@@ -125,8 +125,10 @@ where
         Ok((outcome, fresh)) => {
             if fresh {
                 relay.wake();
+                tracing::info!(status = ?outcome.status, "command handled");
             } else {
                 relay.metrics().inbox_duplicates.inc();
+                tracing::info!("duplicate command, answering with the recorded outcome");
             }
             Disposition::Done {
                 reply: serde_json::to_vec(&outcome).ok(),
@@ -215,6 +217,7 @@ where
         Ok(fresh) => {
             if fresh {
                 relay.wake();
+                tracing::info!("event handled");
             } else {
                 relay.metrics().inbox_duplicates.inc();
                 tracing::info!(message_id = %envelope.message_id, "duplicate event ignored");

@@ -111,7 +111,12 @@ impl CommandHandler {
             Ok(None) => {}
             Err(error) => return Disposition::Retry(error.to_string()),
         }
-        let effect = match self.apply(&incoming, &command).await {
+        let started = std::time::Instant::now();
+        let effect = self.apply(&incoming, &command).await;
+        self.bus
+            .metrics
+            .observe_db("command_mongodb", started.elapsed());
+        let effect = match effect {
             Ok(effect) => effect,
             Err(error) => return Disposition::Retry(error.to_string()),
         };
