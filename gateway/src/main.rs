@@ -6,7 +6,7 @@ use gateway::{Application, GatewayConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::telemetry::init("gateway");
+    let _telemetry = platform::telemetry::init("gateway");
     let config = match GatewayConfig::from_source(&platform::config::Environment) {
         Ok(config) => config,
         Err(error) => {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use warp::{Filter, Reply};
 
 use crate::metrics::Metrics;
+use tracing::Instrument as _;
 
 /// The TCP peer of the connection a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,31 +137,47 @@ where
         };
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let future = self.inner.call(request);
+        let route = crate::metrics::route_template(&path);
+        let span = tracing::info_span!(
+            "http request",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+            request_id = request_id.to_str().unwrap_or_default(),
+        );
+        let incoming = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        crate::telemetry::continue_trace(&span, incoming);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
         let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let mut response = future.await?;
-            if let Some(metrics) = metrics {
-                let route = crate::metrics::route_template(&path);
-                metrics.observe_http(
-                    &route,
-                    method.as_str(),
-                    response.status().as_u16(),
-                    started.elapsed(),
+        Box::pin(
+            async move {
+                let mut response = future.await?;
+                let status = response.status().as_u16();
+                tracing::Span::current().record("http.response.status_code", status);
+                if let Some(metrics) = metrics {
+                    metrics.observe_http(&route, method.as_str(), status, started.elapsed());
+                }
+                response
+                    .headers_mut()
+                    .insert(REQUEST_ID, request_id.clone());
+                tracing::info!(
+                    http.method = %method,
+                    http.path = %path,
+                    http.status = status,
+                    latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "request served"
                 );
+                Ok(response)
             }
-            response
-                .headers_mut()
-                .insert(REQUEST_ID, request_id.clone());
-            tracing::info!(
-                request_id = request_id.to_str().unwrap_or_default(),
-                http.method = %method,
-                http.path = %path,
-                http.status = response.status().as_u16(),
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "request served"
-            );
-            Ok(response)
-        })
+            .instrument(span),
+        )
     }
 }

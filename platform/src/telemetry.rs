@@ -1,30 +1,167 @@
-//! Logging: JSON lines on stdout with the service name, filtered by `SWITCHYARD_LOG`
-//! (`RUST_LOG` syntax, default `info`). Traces and metrics join this module later.
+//! Logs and traces. Logs are JSON lines on stdout filtered by `SWITCHYARD_LOG` (`RUST_LOG`
+//! syntax, default `info`). Traces go out by OTLP/HTTP when `SWITCHYARD_OTLP_ENDPOINT` is
+//! set (e.g. `http://127.0.0.1:4318/v1/traces`; Jaeger ingests OTLP natively), sampled at
+//! `SWITCHYARD_TRACE_SAMPLE_RATIO` (default 1.0), through a batch processor on its own
+//! thread so a slow or absent collector never blocks a request.
+//!
+//! Trace context crosses the broker in the envelope's W3C `traceparent`: [`traceparent`]
+//! renders the current span's context, [`continue_trace`] makes a span a child of one.
 
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global JSON subscriber. Call once, at startup. A second call (tests
-/// building several apps in one process) is ignored.
-pub fn init(service: &'static str) {
+/// Where and how much to trace.
+#[derive(Debug, Clone, Default)]
+pub struct TraceConfig {
+    /// OTLP/HTTP traces endpoint; no export when absent.
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of traces kept, 0.0–1.0.
+    pub sample_ratio: f64,
+}
+
+impl TraceConfig {
+    /// Reads `SWITCHYARD_OTLP_ENDPOINT` and `SWITCHYARD_TRACE_SAMPLE_RATIO`.
+    pub fn from_env() -> Self {
+        let ratio = std::env::var("SWITCHYARD_TRACE_SAMPLE_RATIO")
+            .ok()
+            .and_then(|r| r.parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(1.0);
+        Self {
+            otlp_endpoint: std::env::var("SWITCHYARD_OTLP_ENDPOINT")
+                .ok()
+                .filter(|e| !e.is_empty()),
+            sample_ratio: ratio,
+        }
+    }
+}
+
+/// Flushes and stops the trace exporter when dropped (at the end of `main`).
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Exports every finished span now (tests call this before looking at what arrived).
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(error) = provider.force_flush()
+        {
+            eprintln!("trace flush failed: {error}");
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("trace exporter shutdown failed: {error}");
+        }
+    }
+}
+
+/// Installs JSON logs and, if configured, OTLP traces from the environment. Call once.
+pub fn init(service: &'static str) -> TelemetryGuard {
+    init_with(service, &TraceConfig::from_env())
+}
+
+/// Installs JSON logs and traces as configured. A second call in one process (tests) is
+/// ignored and returns an inert guard.
+pub fn init_with(service: &'static str, config: &TraceConfig) -> TelemetryGuard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = std::env::var("SWITCHYARD_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let result = tracing_subscriber::fmt()
+    let json = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
-        .flatten_event(true)
+        .flatten_event(true);
+    let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpJson)
+            .with_endpoint(endpoint.clone())
+            .build();
+        match exporter {
+            Ok(exporter) => {
+                let resource = opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .with_attribute(opentelemetry::KeyValue::new(
+                        "service.version",
+                        env!("CARGO_PKG_VERSION"),
+                    ))
+                    .build();
+                Some(
+                    SdkTracerProvider::builder()
+                        .with_batch_exporter(exporter)
+                        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                            config.sample_ratio,
+                        ))))
+                        .with_resource(resource)
+                        .build(),
+                )
+            }
+            Err(error) => {
+                eprintln!("{service}: traces disabled, cannot build the OTLP exporter: {error}");
+                None
+            }
+        }
+    });
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("switchyard")));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(otel)
         .try_init();
-    if result.is_ok() {
-        tracing::info!(service, "telemetry initialised");
+    if installed.is_err() {
+        return TelemetryGuard { provider: None };
     }
+    tracing::info!(
+        service,
+        version = env!("CARGO_PKG_VERSION"),
+        "telemetry initialised"
+    );
+    TelemetryGuard { provider }
 }
 
 /// For tests: logs only when `TEST_LOG` is set, so passing runs stay quiet.
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
-        init("test");
+        std::mem::forget(init("test"));
     }
+}
+
+/// The W3C `traceparent` of the current span, if it is being traced.
+pub fn traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace named by `traceparent` (a message's sender).
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let carrier: HashMap<String, String> =
+        HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    // Fails only if the span was already entered or closed; then it keeps its own parent.
+    let _ = span.set_parent(context);
 }

@@ -21,6 +21,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::Bus;
 use super::envelope::from_properties;
@@ -160,7 +161,20 @@ async fn process<H: Handler>(
             ));
             let reply_to = incoming.reply_to.clone();
             let correlation_id = incoming.envelope.correlation_id.to_string();
-            let disposition = handler.handle(incoming).await;
+            let span = tracing::info_span!(
+                "process",
+                otel.name = %format!("{} process", crate::metrics::unprefixed(bus.topology.prefix(), &options.queue)),
+                otel.kind = "consumer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "process",
+                messaging.destination.name = %options.queue,
+                messaging.rabbitmq.destination.routing_key = %incoming.routing_key,
+                messaging.message.id = %incoming.envelope.message_id,
+                messaging.message.conversation_id = %correlation_id,
+                request_id = incoming.envelope.request_id.as_deref().unwrap_or(""),
+            );
+            crate::telemetry::continue_trace(&span, incoming.envelope.traceparent.as_deref());
+            let disposition = handler.handle(incoming).instrument(span).await;
             if let (Disposition::Done { reply: Some(body) }, Some(reply_to)) =
                 (&disposition, reply_to)
                 && let Err(error) = bus.publisher.reply(&reply_to, &correlation_id, body).await

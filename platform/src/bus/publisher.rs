@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use super::envelope::to_properties;
 use crate::metrics::{Metrics, PublishLabels, unprefixed};
+use tracing::Instrument as _;
 
 /// RabbitMQ's pseudo-queue for direct replies.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -274,7 +275,24 @@ impl Publisher {
         message: Outgoing<'_>,
         reply_to: Option<&str>,
     ) -> Result<(), PublishError> {
-        let mut properties = to_properties(message.envelope);
+        // A producer span per publish; the message carries its context so the consumer's
+        // span becomes its child (OpenTelemetry messaging conventions).
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("{} publish", unprefixed(&self.prefix, message.exchange)),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = %message.exchange,
+            messaging.rabbitmq.destination.routing_key = %message.routing_key,
+            messaging.message.id = %message.envelope.message_id,
+            messaging.message.conversation_id = %message.envelope.correlation_id,
+        );
+        let mut envelope = message.envelope.clone();
+        if let Some(traceparent) = span.in_scope(crate::telemetry::traceparent) {
+            envelope.traceparent = Some(traceparent);
+        }
+        let mut properties = to_properties(&envelope);
         if let Some(reply_to) = reply_to {
             properties = properties.with_reply_to(reply_to.into());
         }
@@ -304,6 +322,7 @@ impl Publisher {
                 .await?;
             self.await_confirm(confirm, message.routing_key).await
         }
+        .instrument(span)
         .await;
         self.record(message.exchange, message.routing_key, &result);
         result

@@ -14,6 +14,7 @@ use contracts::Envelope;
 use futures::future::join_all;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{GenericClient, Pool};
 use crate::bus::{Bus, Outgoing, PublishError};
@@ -137,6 +138,9 @@ impl Relay {
                     tracing::error!(seq, "outbox row with a malformed envelope deleted");
                     return (seq, Ok(()));
                 };
+                // The event continues the trace of the change that committed it.
+                let span = tracing::info_span!("outbox relay", otel.kind = "internal");
+                crate::telemetry::continue_trace(&span, envelope.traceparent.as_deref());
                 let result = self
                     .bus
                     .publisher
@@ -150,6 +154,7 @@ impl Relay {
                         expiration: None,
                         extra_headers: None,
                     })
+                    .instrument(span)
                     .await;
                 (seq, result)
             }

@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: AccountsConfig) -> ExitCode {
-    platform::telemetry::init("accounts");
+    let _telemetry = platform::telemetry::init("accounts");
     let shutdown = platform::shutdown::on_signal();
     let app = match Application::build(config, shutdown).await {
         Ok(app) => app,

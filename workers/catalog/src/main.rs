@@ -6,7 +6,7 @@ use catalog::{Application, CatalogConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::telemetry::init("catalog");
+    let _telemetry = platform::telemetry::init("catalog");
     let config = match CatalogConfig::from_source(&platform::config::Environment) {
         Ok(config) => config,
         Err(error) => {

@@ -6,7 +6,7 @@ use social::{Application, SocialConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::telemetry::init("social");
+    let _telemetry = platform::telemetry::init("social");
     let config = match SocialConfig::from_source(&platform::config::Environment) {
         Ok(config) => config,
         Err(error) => {

@@ -15,6 +15,7 @@ use mongodb::bson::{Document, doc};
 use platform::bus::{Bus, Outgoing, PublishError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{Store, StoreError, version};
@@ -51,7 +52,8 @@ impl OutboxEntry {
             causation_id: cause.message_id.to_string(),
             actor: cause.actor.clone(),
             request_id: cause.request_id.clone(),
-            traceparent: cause.traceparent.clone(),
+            // The handler's span, so the event's consumers join the same trace.
+            traceparent: platform::telemetry::traceparent().or_else(|| cause.traceparent.clone()),
         }
     }
 
@@ -98,6 +100,9 @@ pub async fn flush_document(
             tracing::error!(event_id = %entry.id, "outbox entry with malformed ids skipped");
             continue;
         };
+        // The event continues the trace of the change that committed it.
+        let span = tracing::info_span!("outbox relay", otel.kind = "internal");
+        platform::telemetry::continue_trace(&span, envelope.traceparent.as_deref());
         bus.publisher
             .publish(Outgoing {
                 exchange: &exchange,
@@ -109,6 +114,7 @@ pub async fn flush_document(
                 expiration: None,
                 extra_headers: None,
             })
+            .instrument(span)
             .await?;
     }
     let Some(id) = document.get_str("_id").ok() else {

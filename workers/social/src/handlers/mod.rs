@@ -17,7 +17,8 @@ pub(crate) async fn emit(
     cause: &Envelope,
     event: &SocialEvent,
 ) -> Result<(), Transient> {
-    let envelope = cause.caused(Uuid::now_v7(), event.routing_key(), SCHEMA_VERSION);
+    let mut envelope = cause.caused(Uuid::now_v7(), event.routing_key(), SCHEMA_VERSION);
+    envelope.traceparent = platform::telemetry::traceparent().or(envelope.traceparent);
     let body = serde_json::to_vec(event).map_err(|e| Transient(e.to_string()))?;
     outbox::enqueue(tx, &envelope, &body).await?;
     Ok(())
