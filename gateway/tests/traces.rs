@@ -116,6 +116,7 @@ async fn creating_a_course_is_one_trace_from_the_gateway_through_catalog_to_soci
         .post(app.url("/v1/courses"))
         .bearer_auth(&token)
         .header("prefer", "wait=10")
+        .header("x-request-id", "otel-req-1")
         .json(&json!({"code": "OTEL1", "title": "Traced"}))
         .send()
         .await

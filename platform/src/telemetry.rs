@@ -14,9 +14,16 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Where and how much to trace.
@@ -79,16 +86,24 @@ pub fn init(service: &'static str) -> TelemetryGuard {
 /// Installs JSON logs and traces as configured. A second call in one process (tests) is
 /// ignored and returns an inert guard.
 pub fn init_with(service: &'static str, config: &TraceConfig) -> TelemetryGuard {
+    init_with_writer(service, config, BoxMakeWriter::new(std::io::stdout))
+}
+
+/// As [`init_with`], writing log lines to `writer` (tests capture them).
+pub fn init_with_writer(
+    service: &'static str,
+    config: &TraceConfig,
+    writer: BoxMakeWriter,
+) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = std::env::var("SWITCHYARD_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let json = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .flatten_event(true);
+        .fmt_fields(JsonFields::new())
+        .event_format(FlatJson { service })
+        .with_writer(writer);
     let provider = config.otlp_endpoint.as_ref().and_then(|endpoint| {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -164,4 +179,91 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let context = TraceContextPropagator::new().extract(&carrier);
     // Fails only if the span was already entered or closed; then it keeps its own parent.
     let _ = span.set_parent(context);
+}
+
+/// One JSON object per line: timestamp, level, service, version, target, message, every
+/// field of the event and of the spans it happened in (outermost first, inner ones win).
+/// Flat, so `trace_id`, `span_id`, `request_id` and `operation_id`, recorded on the request
+/// and message spans, are top-level fields of every line logged while handling them.
+struct FlatJson {
+    service: &'static str,
+}
+
+impl<S> FormatEvent<S, JsonFields> for FlatJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = Map::new();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        line.insert("timestamp".into(), now.into());
+        line.insert("level".into(), event.metadata().level().as_str().into());
+        line.insert("service".into(), self.service.into());
+        line.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        line.insert("target".into(), event.metadata().target().into());
+        if let Some(scope) = context.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<FormattedFields<JsonFields>>() else {
+                    continue;
+                };
+                if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) {
+                    for (key, value) in fields {
+                        // otel.* fields steer the exporter; they say nothing to a log reader.
+                        if !key.starts_with("otel.") {
+                            line.insert(key, value);
+                        }
+                    }
+                }
+            }
+        }
+        event.record(&mut Fields(&mut line));
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// Collects an event's fields into the line.
+struct Fields<'a>(&'a mut Map<String, Value>);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+/// Records the trace and span ids of `span` (from its OpenTelemetry context, or failing
+/// that the W3C `traceparent` it continues) as fields, so every log line inside it has them.
+pub fn record_ids(span: &tracing::Span, fallback: Option<&str>) {
+    let traceparent = span
+        .in_scope(traceparent)
+        .or_else(|| fallback.map(str::to_owned));
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let mut parts = traceparent.split('-');
+    if let (Some(_), Some(trace_id), Some(span_id)) = (parts.next(), parts.next(), parts.next()) {
+        span.record("trace_id", trace_id);
+        span.record("span_id", span_id);
+    }
 }

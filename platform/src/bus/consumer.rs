@@ -172,8 +172,12 @@ async fn process<H: Handler>(
                 messaging.message.id = %incoming.envelope.message_id,
                 messaging.message.conversation_id = %correlation_id,
                 request_id = incoming.envelope.request_id.as_deref().unwrap_or(""),
+                operation_id = %correlation_id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
             );
             crate::telemetry::continue_trace(&span, incoming.envelope.traceparent.as_deref());
+            crate::telemetry::record_ids(&span, incoming.envelope.traceparent.as_deref());
             let disposition = handler.handle(incoming).instrument(span).await;
             if let (Disposition::Done { reply: Some(body) }, Some(reply_to)) =
                 (&disposition, reply_to)
