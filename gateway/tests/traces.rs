@@ -204,6 +204,19 @@ async fn creating_a_course_is_one_trace_from_the_gateway_through_catalog_to_soci
         "the event's publish descends from the catalog's processing"
     );
 
+    // Store calls are client spans inside the handling.
+    for (name, system) in [
+        ("mongodb operations", "mongodb"),
+        ("postgres transaction", "postgresql"),
+    ] {
+        let store = trace
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span"));
+        assert_eq!(store.kind, 3, "{name} is a client span");
+        assert_eq!(attribute(store, "db.system").as_deref(), Some(system));
+    }
+
     // Messaging attributes, and no message bodies.
     assert_eq!(
         attribute(catalog, "messaging.system").as_deref(),

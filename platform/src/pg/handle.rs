@@ -3,6 +3,7 @@
 
 use contracts::{Envelope, Outcome, OutcomeStatus, Rejection};
 use serde_json::Value;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::outbox::Relay;
@@ -117,7 +118,13 @@ where
     F: for<'t> FnOnce(&'t Transaction<'t>) -> TxFuture<'t> + Send,
 {
     let started = std::time::Instant::now();
-    let result = run_command(pool, envelope, apply).await;
+    let span = tracing::info_span!(
+        "postgres transaction",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "command transaction",
+    );
+    let result = run_command(pool, envelope, apply).instrument(span).await;
     relay
         .metrics()
         .observe_db("command_transaction", started.elapsed());
@@ -209,6 +216,12 @@ where
         tx.commit().await?;
         Ok(true)
     }
+    .instrument(tracing::info_span!(
+        "postgres transaction",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "event transaction",
+    ))
     .await;
     relay
         .metrics()

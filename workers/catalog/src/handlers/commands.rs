@@ -112,7 +112,13 @@ impl CommandHandler {
             Err(error) => return Disposition::Retry(error.to_string()),
         }
         let started = std::time::Instant::now();
-        let effect = self.apply(&incoming, &command).await;
+        let span = tracing::info_span!(
+            "mongodb operations",
+            otel.kind = "client",
+            db.system = "mongodb",
+            db.operation.name = %command.routing_key(),
+        );
+        let effect = self.apply(&incoming, &command).instrument(span).await;
         self.bus
             .metrics
             .observe_db("command_mongodb", started.elapsed());
