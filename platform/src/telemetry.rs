@@ -19,6 +19,8 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
@@ -135,13 +137,19 @@ pub fn init_with_writer(
             }
         }
     });
+    // The log filter applies to the log lines only: `SWITCHYARD_LOG=warn` quiets the logs
+    // without turning off the info-level request and message spans that traces are made
+    // of. Spans below info (library internals) are never created.
+    let global = filter
+        .max_level_hint()
+        .map_or(LevelFilter::TRACE, |level| level.max(LevelFilter::INFO));
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("switchyard")));
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(json)
+        .with(global)
         .with(otel)
+        .with(json.with_filter(filter))
         .try_init();
     if installed.is_err() {
         return TelemetryGuard { provider: None };
