@@ -97,6 +97,47 @@ impl Bus {
         self.metrics.encode()
     }
 
+    /// Declares a service's queues: its command queue (with DLQ) bound to `commands`, its
+    /// event queue (with DLQ) bound to `events` if it subscribes to any, and its query
+    /// queue bound to `queries`. Idempotent; called once at startup.
+    pub async fn declare_service(
+        &self,
+        service: &str,
+        commands: &[&str],
+        events: &[&str],
+        queries: &[&str],
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let channel = self.connection.create_channel().await?;
+        let topology = &self.topology;
+        topology
+            .declare_work_queue(
+                &channel,
+                &topology.command_queue(service),
+                &topology.commands_exchange(),
+                commands,
+            )
+            .await
+            .context("cannot declare the command queue")?;
+        if !events.is_empty() {
+            topology
+                .declare_work_queue(
+                    &channel,
+                    &topology.event_queue(service),
+                    &topology.events_exchange(),
+                    events,
+                )
+                .await
+                .context("cannot declare the event queue")?;
+        }
+        topology
+            .declare_query_queue(&channel, service, queries)
+            .await
+            .context("cannot declare the query queue")?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
     /// Closes the connection politely so the broker requeues nothing it need not.
     pub async fn close(&self) {
         let _ = self.connection.close(200, "shutting down".into()).await;

@@ -94,23 +94,8 @@ impl Application {
     }
 }
 
-/// Declares the accounts command queue (with its DLQ) and query queue.
+/// Declares the accounts queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    let channel = bus.connection().create_channel().await?;
-    let topology = &bus.topology;
-    topology
-        .declare_work_queue(
-            &channel,
-            &topology.command_queue(SERVICE),
-            &topology.commands_exchange(),
-            &commands::ALL,
-        )
+    bus.declare_service(SERVICE, &commands::ALL, &[], &queries::ALL)
         .await
-        .context("cannot declare the command queue")?;
-    topology
-        .declare_query_queue(&channel, SERVICE, &queries::ALL)
-        .await
-        .context("cannot declare the query queue")?;
-    let _ = channel.close(200, "declared".into()).await;
-    Ok(())
 }

@@ -79,32 +79,8 @@ impl Application {
     }
 }
 
-/// Declares the social command, event and query queues.
+/// Declares the social queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    let channel = bus.connection().create_channel().await?;
-    let topology = &bus.topology;
-    topology
-        .declare_work_queue(
-            &channel,
-            &topology.command_queue(SERVICE),
-            &topology.commands_exchange(),
-            &commands::ALL,
-        )
+    bus.declare_service(SERVICE, &commands::ALL, &SUBSCRIPTIONS, &queries::ALL)
         .await
-        .context("cannot declare the command queue")?;
-    topology
-        .declare_work_queue(
-            &channel,
-            &topology.event_queue(SERVICE),
-            &topology.events_exchange(),
-            &SUBSCRIPTIONS,
-        )
-        .await
-        .context("cannot declare the event queue")?;
-    topology
-        .declare_query_queue(&channel, SERVICE, &queries::ALL)
-        .await
-        .context("cannot declare the query queue")?;
-    let _ = channel.close(200, "declared".into()).await;
-    Ok(())
 }
