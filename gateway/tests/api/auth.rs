@@ -298,3 +298,41 @@ async fn login_is_limited_more_tightly_than_the_rest() {
     assert_eq!(app.get("/v1/timeline").await.status(), StatusCode::OK);
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_login_request_is_transient_so_its_password_never_reaches_the_brokers_disk() {
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let app = spawn_app().await;
+    let connection = app.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}.login-tap", app.prefix);
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), options, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            format!("{}.commands", app.prefix).into(),
+            "accounts.user.login".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    app.login(ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD).await;
+    let tapped = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the login request was routed to the tap");
+    let properties = &tapped.delivery.properties;
+    assert_eq!(*properties.delivery_mode(), Some(1), "transient");
+    assert!(properties.expiration().is_some(), "with an expiry");
+    app.teardown().await;
+}

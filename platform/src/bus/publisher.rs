@@ -71,6 +71,7 @@ pub struct Outgoing<'a> {
     /// queries (someone must handle them); false for events, which may have no subscriber.
     pub mandatory: bool,
     /// Per-message TTL, for requests whose answer is useless after the caller's timeout.
+    /// Such requests are also sent transient (never written to disk).
     pub expiration: Option<Duration>,
     /// Extra headers (merged over the envelope's).
     pub extra_headers: Option<FieldTable>,
@@ -297,7 +298,12 @@ impl Publisher {
             properties = properties.with_reply_to(reply_to.into());
         }
         if let Some(ttl) = message.expiration {
-            properties = properties.with_expiration(ttl.as_millis().to_string().into());
+            // A request with a deadline is transient (delivery mode 1): its answer is
+            // worthless after the deadline, and a login carries a password that must never
+            // be written to the broker's disk.
+            properties = properties
+                .with_expiration(ttl.as_millis().to_string().into())
+                .with_delivery_mode(1);
         }
         if let Some(extra) = message.extra_headers {
             let mut headers = properties.headers().clone().unwrap_or_default();
