@@ -336,18 +336,29 @@ impl TestApp {
             let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
         }
         let connection = self.amqp().await;
-        if let Ok(channel) = connection.create_channel().await {
-            let topology = platform::bus::Topology::new(&self.prefix);
-            let commands = topology.command_queue("catalog");
+        let topology = platform::bus::Topology::new(&self.prefix);
+        let mut queues = Vec::new();
+        for service in ["catalog", "accounts", "social"] {
             for queue in [
-                topology.dead_letter_queue(&commands),
-                commands,
-                topology.query_queue("catalog"),
+                topology.command_queue(service),
+                topology.event_queue(service),
             ] {
+                queues.push(topology.dead_letter_queue(&queue));
+                queues.push(queue);
+            }
+            queues.push(topology.query_queue(service));
+        }
+        // A channel per delete: a failed delete (a queue this test never declared) closes
+        // its channel, and must not leave the other queues behind.
+        for queue in queues {
+            if let Ok(channel) = connection.create_channel().await {
                 let _ = channel
                     .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                     .await;
+                let _ = channel.close(200, "deleted".into()).await;
             }
+        }
+        if let Ok(channel) = connection.create_channel().await {
             for exchange in [
                 topology.commands_exchange(),
                 topology.events_exchange(),
