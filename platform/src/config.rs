@@ -98,10 +98,23 @@ pub struct BusConfig {
     pub publish_channels: usize,
     /// How long a publish may wait for the broker's confirm.
     pub confirm_timeout: Duration,
+    /// Handling attempts of a message that keeps failing transiently before it is
+    /// dead-lettered.
+    pub retry_max_attempts: u32,
+    /// Delay before the first retry; each further retry waits twice as long.
+    pub retry_base: Duration,
+    /// Longest delay between retries.
+    pub retry_max_delay: Duration,
+    /// Longest pause between reconnection attempts.
+    pub reconnect_max_delay: Duration,
+    /// How long start-up keeps trying to reach the broker before giving up.
+    pub connect_timeout: Duration,
 }
 
 impl BusConfig {
-    /// Reads `AMQP_URL`, `PREFIX`, `PREFETCH`, `PUBLISH_CHANNELS`, `CONFIRM_TIMEOUT_MS`.
+    /// Reads `AMQP_URL`, `PREFIX`, `PREFETCH`, `PUBLISH_CHANNELS`, `CONFIRM_TIMEOUT_MS`,
+    /// `RETRY_MAX_ATTEMPTS`, `RETRY_BASE_MS`, `RETRY_MAX_DELAY_MS`, `RECONNECT_MAX_DELAY_MS`
+    /// and `CONNECT_TIMEOUT_MS`.
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         let url = source
             .get("AMQP_URL")
@@ -147,12 +160,59 @@ impl BusConfig {
             Duration::from_secs(5),
             100..=60_000,
         )?;
+        let retry_max_attempts: u32 = parse_or(source, "RETRY_MAX_ATTEMPTS", 10)?;
+        if !(1..=100).contains(&retry_max_attempts) {
+            let value = retry_max_attempts.to_string();
+            return Err(ConfigError::new(
+                "RETRY_MAX_ATTEMPTS",
+                &value,
+                "must be 1 to 100",
+            ));
+        }
+        let retry_base = millis_or(
+            source,
+            "RETRY_BASE_MS",
+            Duration::from_secs(1),
+            10..=600_000,
+        )?;
+        let retry_max_delay = millis_or(
+            source,
+            "RETRY_MAX_DELAY_MS",
+            Duration::from_secs(60),
+            10..=3_600_000,
+        )?;
+        // Each distinct delay is a queue on the broker; a base far below the cap would
+        // declare dozens of them.
+        if retry_max_delay.as_millis() / retry_base.as_millis().max(1) > 1024 {
+            return Err(ConfigError::new(
+                "RETRY_MAX_DELAY_MS",
+                &retry_max_delay.as_millis().to_string(),
+                "must be at most 1024 times SWITCHYARD_RETRY_BASE_MS",
+            ));
+        }
+        let reconnect_max_delay = millis_or(
+            source,
+            "RECONNECT_MAX_DELAY_MS",
+            Duration::from_secs(5),
+            50..=300_000,
+        )?;
+        let connect_timeout = millis_or(
+            source,
+            "CONNECT_TIMEOUT_MS",
+            Duration::from_secs(30),
+            0..=3_600_000,
+        )?;
         Ok(Self {
             amqp_url: SecretString::from(url),
             prefix,
             prefetch,
             publish_channels,
             confirm_timeout,
+            retry_max_attempts,
+            retry_base,
+            retry_max_delay,
+            reconnect_max_delay,
+            connect_timeout,
         })
     }
 }

@@ -56,6 +56,15 @@ pub struct ConsumeLabels {
     pub outcome: String,
 }
 
+/// Labels of a dead-lettered message.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// Queue it died in (without the deployment prefix).
+    pub queue: String,
+    /// One of `platform::bus::consumer::reasons`.
+    pub reason: String,
+}
+
 /// A single `queue` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
@@ -105,6 +114,8 @@ pub struct Metrics {
     pub published: Family<PublishLabels, Counter>,
     /// Consumed messages by outcome.
     pub consumed: Family<ConsumeLabels, Counter>,
+    /// Dead-lettered messages by reason.
+    pub dead_lettered: Family<DeadLetterLabels, Counter>,
     /// Time to handle a message.
     pub handling: Family<QueueLabel, Histogram, fn() -> Histogram>,
     /// From the gateway accepting a command to the worker committing it.
@@ -144,6 +155,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(latency_histogram),
             published: Family::default(),
             consumed: Family::default(),
+            dead_lettered: Family::default(),
             handling: Family::new_with_constructor(latency_histogram),
             end_to_end: Family::new_with_constructor(latency_histogram),
             outbox_backlog: Gauge::default(),
@@ -180,6 +192,11 @@ impl Metrics {
             "switchyard_messages_consumed",
             "Messages consumed, by outcome",
             metrics.consumed.clone(),
+        );
+        r.register(
+            "switchyard_messages_dead_lettered",
+            "Messages moved to a dead-letter queue, by reason",
+            metrics.dead_lettered.clone(),
         );
         r.register(
             "switchyard_message_handling_duration_seconds",
@@ -387,6 +404,13 @@ mod tests {
             .get_or_create(&ConsumeLabels {
                 queue: label("q"),
                 outcome: label("ack"),
+            })
+            .inc();
+        metrics
+            .dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                queue: label("q"),
+                reason: label("undecodable"),
             })
             .inc();
         metrics

@@ -2,7 +2,8 @@
 //! until shutdown, then drained.
 //!
 //! A service registers its handlers explicitly at startup and calls
-//! [`Worker::run_until_stopped`]. If any consumer fails (the broker went away), the others
+//! [`Worker::run_until_stopped`]. Consumers ride out broker outages themselves (they
+//! resubscribe once the bus has reconnected); should one fail outright all the others
 //! are stopped too and the error is returned: a half-alive worker is worse than a restart
 //! by the supervisor.
 

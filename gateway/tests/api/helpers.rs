@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +19,90 @@ pub fn amqp_url() -> String {
 pub fn postgres_url() -> String {
     std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// RabbitMQ's management API (queue listings, closing connections).
+pub fn management_url() -> String {
+    std::env::var("SWITCHYARD_TEST_RABBITMQ_API")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672/api".to_owned())
+}
+
+/// GETs a management API path (the default vhost is `%2f`).
+pub async fn management_get(path: &str) -> Value {
+    Client::new()
+        .get(format!("{}{path}", management_url()))
+        .send()
+        .await
+        .expect("management API reachable")
+        .json()
+        .await
+        .expect("management API answers JSON")
+}
+
+/// Deletes every queue and exchange under `prefix`, whatever declared them (work, dead
+/// letter, delay and query queues, tap queues of a test), so the broker collects nothing.
+pub async fn delete_broker_objects(prefix: &str) {
+    let client = Client::new();
+    let base = management_url();
+    let start = format!("{prefix}.");
+    for kind in ["queues", "exchanges"] {
+        let listing = management_get(&format!("/{kind}/%2f?columns=name")).await;
+        let names = listing.as_array().cloned().unwrap_or_default();
+        for name in names.iter().filter_map(|q| q["name"].as_str()) {
+            if name.starts_with(&start) {
+                let _ = client
+                    .delete(format!("{base}/{kind}/%2f/{name}"))
+                    .send()
+                    .await;
+            }
+        }
+    }
+}
+
+/// The broker's names of the connections of the stack under `prefix` (the management
+/// API lists a new connection a moment after it opened).
+pub async fn connections_of(prefix: &str) -> Vec<String> {
+    let listing = management_get("/connections?columns=name,client_properties").await;
+    listing
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| {
+            c["client_properties"]["connection_name"]
+                .as_str()
+                .is_some_and(|label| label.starts_with(&format!("{prefix}:")))
+        })
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Closes (from the broker's side) every connection of the stack under `prefix`, as a
+/// broker restart or a network cut would. Returns how many it closed.
+pub async fn drop_connections(prefix: &str) -> usize {
+    let client = Client::new();
+    let base = management_url();
+    let mut closed = 0;
+    for name in connections_of(prefix).await {
+        let encoded: String = name
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let response = client
+            .delete(format!("{base}/connections/{encoded}"))
+            .send()
+            .await
+            .expect("management API reachable");
+        if response.status().is_success() {
+            closed += 1;
+        }
+    }
+    closed
 }
 
 /// MongoDB (stand-in) for tests.
@@ -56,6 +139,8 @@ pub struct TestApp {
     pub prefix: String,
     /// Where the catalog worker's `/metrics` answers, when it runs.
     pub catalog_health: Option<SocketAddr>,
+    /// Where the social worker's `/metrics` answers.
+    pub social_health: SocketAddr,
     pub shutdown: CancellationToken,
     workers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -128,9 +213,19 @@ pub async fn spawn_with(workers: Workers) -> TestApp {
 
 /// Starts the stack with extra settings for the gateway (rate limits, timeouts…).
 pub async fn spawn_custom(workers: Workers, gateway_settings: &[(&str, &str)]) -> TestApp {
+    spawn_configured(workers, gateway_settings, &[]).await
+}
+
+/// Starts the stack with extra settings for the gateway and for every worker (retry
+/// delays…).
+pub async fn spawn_configured(
+    workers: Workers,
+    gateway_settings: &[(&str, &str)],
+    worker_settings: &[(&str, &str)],
+) -> TestApp {
     platform::telemetry::init_for_tests();
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let settings = settings(&prefix, &[]);
+    let settings = settings(&prefix, worker_settings);
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
     let mut catalog_health = None;
@@ -167,6 +262,7 @@ pub async fn spawn_custom(workers: Workers, gateway_settings: &[(&str, &str)]) -
     let social_app = social::Application::build(social_config, shutdown.clone())
         .await
         .expect("social starts");
+    let social_health = social_app.health_addr();
     handles.push(tokio::spawn(social_app.run_until_stopped()));
 
     match workers {
@@ -224,6 +320,7 @@ pub async fn spawn_custom(workers: Workers, gateway_settings: &[(&str, &str)]) -
         admin_token,
         prefix,
         catalog_health,
+        social_health,
         shutdown,
         workers: handles,
     }
@@ -335,41 +432,7 @@ impl TestApp {
         for worker in std::mem::take(&mut self.workers) {
             let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
         }
-        let connection = self.amqp().await;
-        let topology = platform::bus::Topology::new(&self.prefix);
-        let mut queues = Vec::new();
-        for service in ["catalog", "accounts", "social"] {
-            for queue in [
-                topology.command_queue(service),
-                topology.event_queue(service),
-            ] {
-                queues.push(topology.dead_letter_queue(&queue));
-                queues.push(queue);
-            }
-            queues.push(topology.query_queue(service));
-        }
-        // A channel per delete: a failed delete (a queue this test never declared) closes
-        // its channel, and must not leave the other queues behind.
-        for queue in queues {
-            if let Ok(channel) = connection.create_channel().await {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-                let _ = channel.close(200, "deleted".into()).await;
-            }
-        }
-        if let Ok(channel) = connection.create_channel().await {
-            for exchange in [
-                topology.commands_exchange(),
-                topology.events_exchange(),
-                topology.dead_letter_exchange(),
-            ] {
-                let _ = channel
-                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-        }
-        let _ = connection.close(200, "done".into()).await;
+        delete_broker_objects(&self.prefix).await;
         let _ = self.mongo().await.drop().await;
         let prefix = &self.prefix;
         postgres_admin(&format!(

@@ -7,6 +7,7 @@
 mod auth;
 mod courses;
 mod helpers;
+mod resilience;
 mod robustness;
 mod social;
 mod teachers;

@@ -1,17 +1,28 @@
-//! The consumer loop: manual acks, a prefetch bound, dead letters with a reason, and a
-//! drain on shutdown.
+//! The consumer loop: manual acks, a prefetch bound, retries through delay queues, dead
+//! letters with a reason, resubscription after the broker comes back, and a drain on
+//! shutdown.
 //!
 //! A message is acknowledged only after its handler returned [`Disposition::Done`], which
 //! handlers return only once their effect is committed. Deliveries are handled concurrently
 //! up to the prefetch count; on cancellation the consumer is cancelled at the broker, the
 //! in-flight handlers get a grace period to finish, and whatever is still unacked is
 //! requeued by the broker when the channel closes.
+//!
+//! Failures are classified. A message that can never be handled (undecodable, unknown
+//! type or version, a missing header, too big, the wrong content type, or a handler's
+//! permanent rejection) is dead-lettered at once with a [`DeadLetter`] reason. A transient
+//! failure (a store or the broker unavailable, a timeout) sends the message to the delay
+//! queue of its attempt's backoff — jittered exponential, see [`crate::backoff`] — from
+//! which the broker returns it to its queue when the delay is over; after
+//! `retry_max_attempts` attempts it is dead-lettered as `retries-exhausted`. Every step is
+//! a confirmed publish before the ack, so a crash anywhere leaves the message in one of
+//! the queues, never in none.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::{Envelope, headers};
+use contracts::Envelope;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -24,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::Bus;
-use super::envelope::from_properties;
+use super::envelope::{from_properties, header_int};
+use super::topology::DELAY_HEADER;
+use crate::backoff::{Backoff, jitter};
 
 /// Largest body a consumer accepts; anything bigger is dead-lettered unread.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -52,10 +65,81 @@ pub enum Disposition {
         /// Body of the reply to `reply_to`.
         reply: Option<Vec<u8>>,
     },
-    /// A transient failure (a store or the broker unavailable): requeue and try again.
+    /// A transient failure (a store or the broker unavailable): try again later.
     Retry(String),
-    /// The message can never be handled: dead-letter it with this reason.
-    Dead(String),
+    /// The message can never be handled: dead-letter it.
+    Dead(DeadLetter),
+}
+
+/// Why a message was dead-lettered: a short machine-readable reason (one of [`reasons`])
+/// and the error text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// One of [`reasons`].
+    pub reason: &'static str,
+    /// What went wrong, for the operator.
+    pub error: String,
+}
+
+impl DeadLetter {
+    /// A dead letter for `reason`.
+    pub fn new(reason: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            reason,
+            error: error.into(),
+        }
+    }
+
+    /// A handler's permanent refusal.
+    pub fn rejected(error: impl Into<String>) -> Self {
+        Self::new(reasons::REJECTED, error)
+    }
+}
+
+impl From<DeadLetter> for Disposition {
+    fn from(dead: DeadLetter) -> Self {
+        Self::Dead(dead)
+    }
+}
+
+/// The reasons a message is dead-lettered for (header `x-switchyard-death-reason`).
+pub mod reasons {
+    /// The body exceeds [`super::MAX_BODY_BYTES`].
+    pub const OVERSIZED: &str = "oversized";
+    /// The content type is missing or not JSON.
+    pub const BAD_CONTENT_TYPE: &str = "bad-content-type";
+    /// A required property or header is missing or malformed.
+    pub const BAD_HEADER: &str = "bad-header";
+    /// The body is not JSON, or not the shape its type requires.
+    pub const UNDECODABLE: &str = "undecodable";
+    /// The type is not one this queue's consumer knows.
+    pub const UNKNOWN_TYPE: &str = "unknown-type";
+    /// The schema version is not one the consumer reads.
+    pub const UNSUPPORTED_VERSION: &str = "unsupported-version";
+    /// The type header and the body's type disagree.
+    pub const TYPE_MISMATCH: &str = "type-mismatch";
+    /// The handler refused it for good.
+    pub const REJECTED: &str = "rejected";
+    /// Transient failures went on for every allowed attempt.
+    pub const RETRIES_EXHAUSTED: &str = "retries-exhausted";
+}
+
+/// Headers a dead letter gains (its original headers stay).
+pub mod death_headers {
+    /// Why, one of [`super::reasons`] (the contracts' `DEATH_REASON`).
+    pub const REASON: &str = contracts::headers::DEATH_REASON;
+    /// The error text.
+    pub const ERROR: &str = "x-switchyard-death-error";
+    /// Handling attempts made.
+    pub const ATTEMPTS: &str = "x-switchyard-attempts";
+    /// When (RFC 3339).
+    pub const DIED_AT: &str = "x-switchyard-died-at";
+    /// The queue it died in: where a replay sends it back.
+    pub const QUEUE: &str = "x-switchyard-death-queue";
+    /// The routing key it arrived with.
+    pub const ROUTING_KEY: &str = "x-switchyard-original-routing-key";
+    /// The exchange it arrived through.
+    pub const EXCHANGE: &str = "x-switchyard-original-exchange";
 }
 
 /// Handles one kind of queue.
@@ -74,21 +158,88 @@ pub struct ConsumerOptions {
     pub dead_letters: bool,
     /// How long in-flight handlers may run after cancellation.
     pub grace: Duration,
-    /// Pause before requeueing a transiently failed message, so a down store is not
-    /// hammered in a tight loop.
+    /// Pause before requeueing a message that could not be moved on (the broker refused
+    /// the retry or dead-letter publish), so nothing spins in a tight loop.
     pub retry_pause: Duration,
 }
 
-/// Consumes until `cancel` fires (returns `Ok`) or the channel fails (returns `Err`).
+/// Consumes until `cancel` fires, resubscribing whenever the channel or the connection
+/// drops (the bus reconnects meanwhile). Returns once the in-flight messages are drained.
 pub async fn run<H: Handler>(
     bus: Bus,
     options: ConsumerOptions,
     handler: Arc<H>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let options = Arc::new(options);
+    let mut in_flight = JoinSet::new();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    while let Some(connection) = bus.connected(&cancel).await {
+        let (channel, tag, mut consumer) = match subscribe(&bus, &connection, &options).await {
+            Ok(subscription) => subscription,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(queue = %options.queue, error = format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "cannot consume, retrying");
+                // The queue itself may be gone (deleted by hand, or a broker that lost its
+                // state): declaring again is idempotent and brings it back.
+                let _ = bus.redeclare().await;
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        backoff.reset();
+        tracing::info!(queue = %options.queue, prefetch = bus.config.prefetch, "consuming");
+        let interrupted = loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break None,
+                Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Err(error) = finished {
+                        tracing::error!(%error, "message task failed");
+                    }
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        in_flight.spawn(process(bus.clone(), options.clone(), handler.clone(), delivery));
+                    }
+                    Some(Err(error)) => break Some(error.to_string()),
+                    None => break Some("the broker cancelled the consumer".to_owned()),
+                }
+            }
+        };
+        match interrupted {
+            None => {
+                let _ = channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                drain(&mut in_flight, &options).await;
+                let _ = channel.close(200, "consumer stopped".into()).await;
+                tracing::info!(queue = %options.queue, "consumer stopped");
+                return Ok(());
+            }
+            Some(reason) => {
+                // Messages in flight on the lost channel cannot be acked any more; the
+                // broker redelivers them and the handlers' inbox makes that harmless.
+                tracing::warn!(queue = %options.queue, %reason, "consumer interrupted, resubscribing");
+                let _ = channel.close(200, "resubscribing".into()).await;
+            }
+        }
+    }
+    drain(&mut in_flight, &options).await;
+    tracing::info!(queue = %options.queue, "consumer stopped");
+    Ok(())
+}
+
+/// Opens a channel with the prefetch bound and starts consuming the queue.
+async fn subscribe(
+    bus: &Bus,
+    connection: &lapin::Connection,
+    options: &ConsumerOptions,
+) -> anyhow::Result<(lapin::Channel, String, lapin::Consumer)> {
     use anyhow::Context as _;
-    let channel = bus
-        .connection()
+    let channel = connection
         .create_channel()
         .await
         .context("cannot open channel")?;
@@ -97,7 +248,7 @@ pub async fn run<H: Handler>(
         .await
         .context("cannot set prefetch")?;
     let tag = format!("{}-{}", options.queue, uuid::Uuid::now_v7());
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             options.queue.as_str().into(),
             tag.as_str().into(),
@@ -106,32 +257,12 @@ pub async fn run<H: Handler>(
         )
         .await
         .with_context(|| format!("cannot consume {}", options.queue))?;
-    tracing::info!(queue = %options.queue, prefetch = bus.config.prefetch, "consuming");
+    Ok((channel, tag, consumer))
+}
 
-    let options = Arc::new(options);
-    let mut in_flight = JoinSet::new();
-    let result = loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                break Ok(());
-            }
-            Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
-                if let Err(error) = finished {
-                    tracing::error!(%error, "message task failed");
-                }
-            }
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    in_flight.spawn(process(bus.clone(), options.clone(), handler.clone(), delivery));
-                }
-                Some(Err(error)) => break Err(anyhow::Error::new(error).context("consumer failed")),
-                None => break Err(anyhow::anyhow!("the broker cancelled the consumer on {}", options.queue)),
-            }
-        }
-    };
-
+/// Gives in-flight handlers the grace period, then abandons them (their messages go back
+/// to the queue when the channel closes).
+async fn drain(in_flight: &mut JoinSet<()>, options: &ConsumerOptions) {
     let drained = tokio::time::timeout(options.grace, async {
         while in_flight.join_next().await.is_some() {}
     })
@@ -140,9 +271,6 @@ pub async fn run<H: Handler>(
         tracing::warn!(queue = %options.queue, left = in_flight.len(), "grace period over, unacked messages go back to the queue");
         in_flight.abort_all();
     }
-    let _ = channel.close(200, "consumer stopped".into()).await;
-    tracing::info!(queue = %options.queue, "consumer stopped");
-    result
 }
 
 async fn process<H: Handler>(
@@ -188,23 +316,27 @@ async fn process<H: Handler>(
             }
             disposition
         }
-        Err(reason) => Disposition::Dead(reason),
+        Err(dead) => Disposition::Dead(dead),
     };
     record(&bus, &options.queue, &disposition, started, sent_at);
+    let attempt = attempts_so_far(&delivery) + 1;
     let settled = match disposition {
         Disposition::Done { .. } => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
-        Disposition::Retry(reason) => {
-            tracing::warn!(queue = %options.queue, %reason, "transient failure, will retry");
-            tokio::time::sleep(options.retry_pause).await;
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ())
+        Disposition::Retry(error) if !options.dead_letters => {
+            // Query queues have no delay queue: their messages expire with the caller's
+            // deadline, so a short pause and a requeue is all a retry needs.
+            tracing::warn!(queue = %options.queue, %error, "transient failure, requeueing");
+            requeue(&delivery, &options).await
         }
-        Disposition::Dead(reason) => dead_letter(&bus, &options, &delivery, &reason).await,
+        Disposition::Retry(error) if attempt >= bus.config.retry_max_attempts => {
+            let dead = DeadLetter::new(
+                reasons::RETRIES_EXHAUSTED,
+                format!("{attempt} attempts failed; last: {error}"),
+            );
+            dead_letter(&bus, &options, &delivery, &dead, attempt).await
+        }
+        Disposition::Retry(error) => retry_later(&bus, &options, &delivery, &error, attempt).await,
+        Disposition::Dead(dead) => dead_letter(&bus, &options, &delivery, &dead, attempt).await,
     };
     if let Err(error) = settled {
         // The channel is gone; the broker redelivers the message, and handlers are
@@ -254,11 +386,14 @@ fn record(
     }
 }
 
-fn decode(delivery: &Delivery) -> Result<Incoming, String> {
+fn decode(delivery: &Delivery) -> Result<Incoming, DeadLetter> {
     if delivery.data.len() > MAX_BODY_BYTES {
-        return Err(format!(
-            "body of {} bytes exceeds {MAX_BODY_BYTES}",
-            delivery.data.len()
+        return Err(DeadLetter::new(
+            reasons::OVERSIZED,
+            format!(
+                "body of {} bytes exceeds {MAX_BODY_BYTES}",
+                delivery.data.len()
+            ),
         ));
     }
     let envelope = from_properties(&delivery.properties)?;
@@ -275,16 +410,94 @@ fn decode(delivery: &Delivery) -> Result<Incoming, String> {
     })
 }
 
-/// Republishes the message to the dead-letter exchange with the reason in its headers,
+/// Handling attempts the message has had before this one (0 on first delivery).
+fn attempts_so_far(delivery: &Delivery) -> u32 {
+    header_int(&delivery.properties, death_headers::ATTEMPTS)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+fn text_value(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.to_owned()))
+}
+
+/// Sends the message to the delay queue of this attempt's backoff, then acks it; the
+/// broker puts it back on `options.queue` when the delay is over. If the delay queue does
+/// not confirm, the message is requeued instead.
+async fn retry_later(
+    bus: &Bus,
+    options: &ConsumerOptions,
+    delivery: &Delivery,
+    error: &str,
+    attempt: u32,
+) -> lapin::Result<()> {
+    let backoff = Backoff::new(bus.config.retry_base, bus.config.retry_max_delay);
+    let nominal = backoff.nominal(attempt);
+    let delay = jitter(nominal);
+    tracing::warn!(queue = %options.queue, %error, attempt, retry_in_ms = delay.as_millis() as u64, "transient failure, will retry");
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    table.insert(
+        death_headers::ATTEMPTS.into(),
+        AMQPValue::LongLongInt(i64::from(attempt)),
+    );
+    table.insert(
+        DELAY_HEADER.into(),
+        text_value(&nominal.as_millis().to_string()),
+    );
+    table.insert("x-switchyard-last-error".into(), text_value(error));
+    let properties = delivery
+        .properties
+        .clone()
+        .with_headers(table)
+        .with_expiration(delay.as_millis().to_string().into());
+    match bus
+        .publisher
+        .publish_raw(
+            &bus.topology.retry_exchange(),
+            &options.queue,
+            &delivery.data,
+            properties,
+        )
+        .await
+    {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
+        Err(publish_error) => {
+            tracing::warn!(queue = %options.queue, error = %publish_error, "cannot schedule the retry, requeueing");
+            requeue(delivery, options).await
+        }
+    }
+}
+
+/// Puts the message back at the head of its queue after a pause.
+async fn requeue(delivery: &Delivery, options: &ConsumerOptions) -> lapin::Result<()> {
+    tokio::time::sleep(options.retry_pause).await;
+    delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Republishes the message to its dead-letter queue, unchanged but for the death headers,
 /// then acks it; if the republish is not confirmed, the message is requeued instead, so it
 /// is never lost on the way.
 async fn dead_letter(
     bus: &Bus,
     options: &ConsumerOptions,
     delivery: &Delivery,
-    reason: &str,
+    dead: &DeadLetter,
+    attempts: u32,
 ) -> lapin::Result<()> {
-    tracing::warn!(queue = %options.queue, %reason, "dead-lettering message");
+    tracing::warn!(queue = %options.queue, reason = dead.reason, error = %dead.error, attempts, "dead-lettering message");
+    bus.metrics
+        .dead_lettered
+        .get_or_create(&crate::metrics::DeadLetterLabels {
+            queue: crate::metrics::unprefixed(bus.topology.prefix(), &options.queue).to_owned(),
+            reason: dead.reason.to_owned(),
+        })
+        .inc();
     if !options.dead_letters {
         return delivery
             .reject(BasicRejectOptions { requeue: false })
@@ -292,18 +505,40 @@ async fn dead_letter(
             .map(|_| ());
     }
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
-    let text = |v: &str| AMQPValue::LongString(LongString::from(v.to_owned()));
-    table.insert(headers::DEATH_REASON.into(), text(reason));
-    table.insert("x-switchyard-death-queue".into(), text(&options.queue));
+    table.insert(death_headers::REASON.into(), text_value(dead.reason));
+    table.insert(death_headers::ERROR.into(), text_value(&dead.error));
     table.insert(
-        "x-switchyard-original-routing-key".into(),
-        text(delivery.routing_key.as_str()),
+        death_headers::ATTEMPTS.into(),
+        AMQPValue::LongLongInt(i64::from(attempts)),
     );
     table.insert(
-        "x-switchyard-died-at".into(),
-        text(&chrono::Utc::now().to_rfc3339()),
+        death_headers::DIED_AT.into(),
+        text_value(&chrono::Utc::now().to_rfc3339()),
     );
-    let properties = delivery.properties.clone().with_headers(table);
+    table.insert(death_headers::QUEUE.into(), text_value(&options.queue));
+    // A message back from a delay queue arrives through the default exchange under its
+    // queue's name; its first arrival's route is the one worth keeping.
+    if !table.contains_key(death_headers::ROUTING_KEY) {
+        table.insert(
+            death_headers::ROUTING_KEY.into(),
+            text_value(delivery.routing_key.as_str()),
+        );
+        table.insert(
+            death_headers::EXCHANGE.into(),
+            text_value(delivery.exchange.as_str()),
+        );
+    }
+    // The delay header would route a replayed message into a delay queue's binding.
+    let mut kept = FieldTable::default();
+    for (key, value) in table.inner() {
+        if key.as_str() != DELAY_HEADER {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    let mut properties = delivery.properties.clone().with_headers(kept);
+    if properties.expiration().is_some() {
+        properties = properties.with_expiration("".into());
+    }
     let dlq = bus.topology.dead_letter_queue(&options.queue);
     match bus
         .publisher
@@ -318,39 +553,58 @@ async fn dead_letter(
         Ok(()) => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
         Err(error) => {
             tracing::error!(%error, "could not dead-letter, requeueing instead");
-            tokio::time::sleep(options.retry_pause).await;
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ())
+            requeue(delivery, options).await
         }
     }
 }
 
-/// Decodes a message body of type `T` and checks it against its envelope: the type header
-/// must be the body's routing key and the schema version one we read. An error is a reason
-/// to dead-letter: the message can never be handled.
+/// Decodes a message body of type `T` and checks it against its envelope: the schema
+/// version must be one we read and the type header the body's routing key. An error is a
+/// reason to dead-letter: the message can never be handled.
 pub fn decode_body<T: serde::de::DeserializeOwned>(
     incoming: &Incoming,
     schema_version: u32,
     routing_key: impl Fn(&T) -> &'static str,
-) -> Result<T, String> {
-    let body: T =
-        serde_json::from_slice(&incoming.body).map_err(|e| format!("undecodable body: {e}"))?;
-    if routing_key(&body) != incoming.envelope.message_type {
-        return Err(format!(
-            "type header {} does not match body type {}",
-            incoming.envelope.message_type,
-            routing_key(&body)
+) -> Result<T, DeadLetter> {
+    if incoming.envelope.schema_version != schema_version {
+        return Err(DeadLetter::new(
+            reasons::UNSUPPORTED_VERSION,
+            format!(
+                "schema version {} of {} is not {schema_version}",
+                incoming.envelope.schema_version, incoming.envelope.message_type
+            ),
         ));
     }
-    if incoming.envelope.schema_version != schema_version {
-        return Err(format!(
-            "unsupported schema version {}",
-            incoming.envelope.schema_version
+    let value: serde_json::Value = serde_json::from_slice(&incoming.body)
+        .map_err(|e| DeadLetter::new(reasons::UNDECODABLE, format!("body is not JSON: {e}")))?;
+    let tag = value
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .map(|t| format!("unknown variant `{t}`"));
+    let body: T = serde_json::from_value(value).map_err(|e| {
+        // serde's tagged enums name the unknown tag; any other unknown variant (inside a
+        // field) is a malformed body.
+        let reason = if tag
+            .as_ref()
+            .is_some_and(|t| e.to_string().contains(t.as_str()))
+        {
+            reasons::UNKNOWN_TYPE
+        } else {
+            reasons::UNDECODABLE
+        };
+        DeadLetter::new(
+            reason,
+            format!("undecodable {}: {e}", incoming.envelope.message_type),
+        )
+    })?;
+    if routing_key(&body) != incoming.envelope.message_type {
+        return Err(DeadLetter::new(
+            reasons::TYPE_MISMATCH,
+            format!(
+                "type header {} does not match body type {}",
+                incoming.envelope.message_type,
+                routing_key(&body)
+            ),
         ));
     }
     Ok(body)

@@ -9,6 +9,8 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use uuid::Uuid;
 
+use super::consumer::{DeadLetter, reasons};
+
 /// Header with the envelope's timestamp in milliseconds.
 const TIMESTAMP_MS: &str = "x-timestamp-ms";
 
@@ -62,7 +64,8 @@ pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
-fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
+/// An integer header, whatever integer type the sender used.
+pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
     let table = properties.headers().as_ref()?;
     match table.inner().get(name)? {
         AMQPValue::LongLongInt(v) => Some(*v),
@@ -83,7 +86,26 @@ fn uuid_property(value: &Option<lapin::types::ShortString>, what: &str) -> Resul
 
 /// Reads the envelope of a delivery; an error names the missing or malformed field, and
 /// means the message can never be handled (it is dead-lettered, not retried).
-pub fn from_properties(properties: &BasicProperties) -> Result<Envelope, String> {
+pub fn from_properties(properties: &BasicProperties) -> Result<Envelope, DeadLetter> {
+    match properties.content_type().as_ref().map(|c| c.as_str()) {
+        Some(CONTENT_TYPE_JSON) => {}
+        Some(other) => {
+            return Err(DeadLetter::new(
+                reasons::BAD_CONTENT_TYPE,
+                format!("content type {other} is not {CONTENT_TYPE_JSON}"),
+            ));
+        }
+        None => {
+            return Err(DeadLetter::new(
+                reasons::BAD_CONTENT_TYPE,
+                "missing content type",
+            ));
+        }
+    }
+    read_headers(properties).map_err(|error| DeadLetter::new(reasons::BAD_HEADER, error))
+}
+
+fn read_headers(properties: &BasicProperties) -> Result<Envelope, String> {
     let message_id = uuid_property(properties.message_id(), "message id")?;
     let correlation_id = uuid_property(properties.correlation_id(), "correlation id")?;
     let message_type = properties
@@ -91,11 +113,6 @@ pub fn from_properties(properties: &BasicProperties) -> Result<Envelope, String>
         .as_ref()
         .map(|t| t.as_str().to_owned())
         .ok_or("missing type")?;
-    match properties.content_type().as_ref().map(|c| c.as_str()) {
-        Some(CONTENT_TYPE_JSON) => {}
-        Some(other) => return Err(format!("content type {other} is not {CONTENT_TYPE_JSON}")),
-        None => return Err("missing content type".into()),
-    }
     let schema_version = header_int(properties, headers::SCHEMA_VERSION)
         .and_then(|v| u32::try_from(v).ok())
         .ok_or("missing or bad schema version header")?;
@@ -149,8 +166,12 @@ mod tests {
         let envelope = Envelope::new("t", 1, Uuid::now_v7());
         let properties = to_properties(&envelope);
         let no_id = properties.clone().with_message_id("not-a-uuid".into());
-        assert!(from_properties(&no_id).unwrap_err().contains("message id"));
+        let refused = from_properties(&no_id).unwrap_err();
+        assert_eq!(refused.reason, reasons::BAD_HEADER);
+        assert!(refused.error.contains("message id"), "{refused:?}");
         let xml = properties.with_content_type("text/xml".into());
-        assert!(from_properties(&xml).unwrap_err().contains("content type"));
+        let refused = from_properties(&xml).unwrap_err();
+        assert_eq!(refused.reason, reasons::BAD_CONTENT_TYPE);
+        assert!(refused.error.contains("text/xml"), "{refused:?}");
     }
 }

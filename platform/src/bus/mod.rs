@@ -1,5 +1,6 @@
-//! The AMQP bus: one connection per process, topology declared once at startup, a
-//! confirmed publisher on a few shared channels, a consumer loop and request-reply.
+//! The AMQP bus: one connection per process, re-established (with its topology) whenever
+//! it drops, a confirmed publisher on a few shared channels, a consumer loop with retries
+//! through delay queues, and request-reply.
 //!
 //! Layers: [`envelope`] maps contract metadata onto AMQP properties; [`topology`] names and
 //! declares exchanges and queues; [`publisher`] sends with confirms (and, for the gateway,
@@ -10,18 +11,38 @@ pub mod envelope;
 pub mod publisher;
 pub mod topology;
 
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::BusConfig;
-pub use consumer::{ConsumerOptions, Disposition, Handler, Incoming};
+pub use consumer::{ConsumerOptions, DeadLetter, Disposition, Handler, Incoming};
 pub use publisher::{Outgoing, PublishError, Publisher, Reply, ReplyError};
 pub use topology::Topology;
 
-/// A connected bus: the connection, the names, and a publisher.
+/// How often the supervisor looks at the connection and the publishing channels.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// First pause between reconnection attempts.
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+
+/// A bus that survives the broker: the current connection, the names, and a publisher.
+///
+/// A supervisor task watches the connection. When it (or a publishing channel) drops, the
+/// bus reports itself unhealthy (`/readyz` 503), publishes fail at once with
+/// [`PublishError::Unavailable`] (the gateway answers 503 with `Retry-After` instead of
+/// hanging or buffering), and the supervisor reconnects with jittered exponential backoff,
+/// re-declares the exchanges and every queue declared through [`Bus::declare_service`],
+/// and reopens the publishing channels; consumers resubscribe by themselves once
+/// [`Bus::connected`] hands them the new connection.
 #[derive(Clone)]
 pub struct Bus {
-    connection: std::sync::Arc<Connection>,
+    link: Arc<Link>,
     /// Exchange and queue names.
     pub topology: Topology,
     /// Shared confirmed publisher.
@@ -29,64 +50,236 @@ pub struct Bus {
     /// The settings it was built with.
     pub config: BusConfig,
     /// The service's metrics (the bus is the one thing every service has).
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The connection as it stands, and what must be re-declared on a new one.
+struct Link {
+    name: String,
+    current: RwLock<Option<Arc<Connection>>>,
+    /// Bumped on every (re)connection; `connected` is false while the broker is away.
+    state: watch::Sender<LinkState>,
+    services: Mutex<Vec<ServiceQueues>>,
+    closing: CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkState {
+    generation: u64,
+    connected: bool,
+}
+
+/// The queues one service declared, replayed after a reconnection (a broker restarted
+/// from scratch has none of them).
+#[derive(Debug, Clone)]
+struct ServiceQueues {
+    service: String,
+    commands: Vec<String>,
+    events: Vec<String>,
+    queries: Vec<String>,
 }
 
 impl Bus {
-    /// Connects, declares the exchanges, and opens the publishing channels. `with_replies`
-    /// makes those channels also receive direct replies (the gateway needs that; workers
-    /// only send replies).
+    /// Connects (retrying for up to `config.connect_timeout`), declares the exchanges,
+    /// opens the publishing channels and starts the supervisor that reconnects whenever
+    /// the connection drops. `with_replies` makes the publishing channels also receive
+    /// direct replies (the gateway needs that; workers only send replies).
     pub async fn connect(
         config: &BusConfig,
         connection_name: &str,
         with_replies: bool,
     ) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let properties =
-            ConnectionProperties::default().with_connection_name(connection_name.to_owned().into());
-        let connection = Connection::connect(config.amqp_url.expose_secret(), properties)
-            .await
-            .context("cannot connect to RabbitMQ")?;
-        let topology = Topology::new(&config.prefix);
-        let channel = connection
-            .create_channel()
-            .await
-            .context("cannot open a channel")?;
-        topology
-            .declare_exchanges(&channel)
-            .await
-            .context("cannot declare exchanges")?;
-        // The declaring channel is not reused for traffic; closing it keeps the channel
-        // count equal to what the publisher and consumers need.
-        let _ = channel.close(200, "topology declared".into()).await;
         let metrics = crate::metrics::Metrics::new();
-        let publisher = Publisher::open(
-            &connection,
+        let publisher = Publisher::new(
             config.publish_channels,
             config.confirm_timeout,
             with_replies,
             metrics.clone(),
             &config.prefix,
-        )
-        .await
-        .context("cannot open publishing channels")?;
-        Ok(Self {
-            connection: std::sync::Arc::new(connection),
-            topology,
+        );
+        let (state, _) = watch::channel(LinkState::default());
+        let bus = Self {
+            link: Arc::new(Link {
+                name: format!("{}:{connection_name}", config.prefix),
+                current: RwLock::new(None),
+                state,
+                services: Mutex::new(Vec::new()),
+                closing: CancellationToken::new(),
+            }),
+            topology: Topology::new(&config.prefix),
             publisher,
             config: config.clone(),
             metrics,
-        })
+        };
+        let deadline = Instant::now() + config.connect_timeout;
+        let mut backoff = Backoff::new(RECONNECT_BASE, config.reconnect_max_delay);
+        loop {
+            match bus.establish().await {
+                Ok(connection) => {
+                    bus.install(connection);
+                    break;
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    if Instant::now() + delay > deadline {
+                        return Err(error);
+                    }
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot reach the broker yet"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        tokio::spawn(bus.clone().supervise());
+        Ok(bus)
     }
 
-    /// The underlying connection, to open consumer channels.
-    pub fn connection(&self) -> &Connection {
-        &self.connection
+    /// Opens a connection and restores everything on it: exchanges, declared queues,
+    /// publishing channels.
+    async fn establish(&self) -> anyhow::Result<Arc<Connection>> {
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.link.name.clone().into());
+        let connection = Connection::connect(self.config.amqp_url.expose_secret(), properties)
+            .await
+            .context("cannot connect to RabbitMQ")?;
+        let connection = Arc::new(connection);
+        self.declare_all(&connection).await?;
+        self.publisher
+            .reopen(&connection)
+            .await
+            .context("cannot open publishing channels")?;
+        Ok(connection)
+    }
+
+    /// Declares the exchanges and every service's queues on `connection`.
+    async fn declare_all(&self, connection: &Connection) -> anyhow::Result<()> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("cannot open a channel")?;
+        self.topology
+            .declare_exchanges(&channel)
+            .await
+            .context("cannot declare exchanges")?;
+        let services = self
+            .link
+            .services
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        for service in &services {
+            self.declare_queues(&channel, service).await?;
+        }
+        // The declaring channel is not reused for traffic; closing it keeps the channel
+        // count equal to what the publisher and consumers need.
+        let _ = channel.close(200, "topology declared".into()).await;
+        Ok(())
+    }
+
+    fn install(&self, connection: Arc<Connection>) {
+        if let Ok(mut current) = self.link.current.write() {
+            *current = Some(connection);
+        }
+        self.link.state.send_modify(|state| {
+            state.generation += 1;
+            state.connected = true;
+        });
+    }
+
+    fn mark_down(&self) {
+        self.link.state.send_modify(|state| state.connected = false);
+    }
+
+    fn current(&self) -> Option<Arc<Connection>> {
+        self.link.current.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Watches the connection; on loss, reconnects with backoff until it succeeds or the
+    /// bus is closed. A publishing channel that dropped on a live connection is reopened.
+    async fn supervise(self) {
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.link.closing.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Some(connection) = self.current()
+                && connection.status().connected()
+            {
+                if !self.publisher.is_healthy()
+                    && let Err(error) = self.publisher.repair(&connection).await
+                {
+                    tracing::warn!(%error, "cannot reopen a publishing channel");
+                }
+                continue;
+            }
+            self.mark_down();
+            let lost_at = Instant::now();
+            tracing::warn!("lost the broker connection, reconnecting");
+            let mut backoff = Backoff::new(RECONNECT_BASE, self.config.reconnect_max_delay);
+            loop {
+                match self.establish().await {
+                    Ok(connection) => {
+                        self.install(connection);
+                        self.metrics.broker_reconnects.inc();
+                        tracing::info!(
+                            down_ms = lost_at.elapsed().as_millis() as u64,
+                            "reconnected to the broker"
+                        );
+                        break;
+                    }
+                    Err(error) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            retry_in_ms = delay.as_millis() as u64,
+                            "reconnection failed"
+                        );
+                        tokio::select! {
+                            () = self.link.closing.cancelled() => return,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection, waiting while the broker is away. `None` once `cancel` fires or
+    /// the bus is closed.
+    pub async fn connected(&self, cancel: &CancellationToken) -> Option<Arc<Connection>> {
+        let mut state = self.link.state.subscribe();
+        loop {
+            if state.borrow_and_update().connected
+                && let Some(connection) = self.current()
+                && connection.status().connected()
+            {
+                return Some(connection);
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = self.link.closing.cancelled() => return None,
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                // The supervisor notices a dead connection within its interval; looking
+                // again after it covers a connection that died without a state change yet.
+                () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+        }
     }
 
     /// True while the connection and every publishing channel are usable.
     pub fn is_healthy(&self) -> bool {
-        self.connection.status().connected() && self.publisher.is_healthy()
+        self.link.state.borrow().connected
+            && self.current().is_some_and(|c| c.status().connected())
+            && self.publisher.is_healthy()
     }
 
     /// The metrics exposition, with the connection gauge brought up to date.
@@ -97,9 +290,15 @@ impl Bus {
         self.metrics.encode()
     }
 
+    /// The delays of the retry levels this bus's settings produce.
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        Backoff::new(self.config.retry_base, self.config.retry_max_delay).levels()
+    }
+
     /// Declares a service's queues: its command queue (with DLQ) bound to `commands`, its
-    /// event queue (with DLQ) bound to `events` if it subscribes to any, and its query
-    /// queue bound to `queries`. Idempotent; called once at startup.
+    /// event queue (with DLQ) bound to `events` if it subscribes to any, its query queue
+    /// bound to `queries`, and the delay queues its retries go through. Idempotent; the
+    /// declaration is remembered and repeated after every reconnection.
     pub async fn declare_service(
         &self,
         service: &str,
@@ -107,39 +306,79 @@ impl Bus {
         events: &[&str],
         queries: &[&str],
     ) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        let channel = self.connection.create_channel().await?;
+        let owned = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect();
+        let queues = ServiceQueues {
+            service: service.to_owned(),
+            commands: owned(commands),
+            events: owned(events),
+            queries: owned(queries),
+        };
+        let connection = self.current().context("the broker connection is down")?;
+        let channel = connection.create_channel().await?;
+        self.declare_queues(&channel, &queues).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        if let Ok(mut services) = self.link.services.lock()
+            && !services.iter().any(|s| s.service == service)
+        {
+            services.push(queues);
+        }
+        Ok(())
+    }
+
+    /// Declares the queues of every service again (after a queue was deleted under a
+    /// running consumer, say). Idempotent.
+    pub async fn redeclare(&self) -> anyhow::Result<()> {
+        let connection = self.current().context("the broker connection is down")?;
+        self.declare_all(&connection).await
+    }
+
+    async fn declare_queues(
+        &self,
+        channel: &lapin::Channel,
+        queues: &ServiceQueues,
+    ) -> anyhow::Result<()> {
         let topology = &self.topology;
+        fn keys(keys: &[String]) -> Vec<&str> {
+            keys.iter().map(String::as_str).collect()
+        }
+        topology
+            .declare_delays(channel, &self.retry_delays())
+            .await
+            .context("cannot declare the delay queues")?;
         topology
             .declare_work_queue(
-                &channel,
-                &topology.command_queue(service),
+                channel,
+                &topology.command_queue(&queues.service),
                 &topology.commands_exchange(),
-                commands,
+                &keys(&queues.commands),
             )
             .await
             .context("cannot declare the command queue")?;
-        if !events.is_empty() {
+        if !queues.events.is_empty() {
             topology
                 .declare_work_queue(
-                    &channel,
-                    &topology.event_queue(service),
+                    channel,
+                    &topology.event_queue(&queues.service),
                     &topology.events_exchange(),
-                    events,
+                    &keys(&queues.events),
                 )
                 .await
                 .context("cannot declare the event queue")?;
         }
         topology
-            .declare_query_queue(&channel, service, queries)
+            .declare_query_queue(channel, &queues.service, &keys(&queues.queries))
             .await
             .context("cannot declare the query queue")?;
-        let _ = channel.close(200, "declared".into()).await;
         Ok(())
     }
 
-    /// Closes the connection politely so the broker requeues nothing it need not.
+    /// Stops the supervisor and closes the connection politely, so the broker requeues
+    /// nothing it need not.
     pub async fn close(&self) {
-        let _ = self.connection.close(200, "shutting down".into()).await;
+        self.link.closing.cancel();
+        self.mark_down();
+        if let Some(connection) = self.current() {
+            let _ = connection.close(200, "shutting down".into()).await;
+        }
     }
 }

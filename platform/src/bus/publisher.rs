@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use contracts::Envelope;
@@ -41,6 +41,9 @@ pub enum PublishError {
     /// No confirm arrived in time; the message may or may not have been stored.
     #[error("no publisher confirm within {0:?}")]
     Timeout(Duration),
+    /// The broker connection is down (a reconnection is under way): nothing was sent.
+    #[error("the broker connection is down")]
+    Unavailable,
     /// The channel or connection failed.
     #[error("broker error: {0}")]
     Broker(#[from] lapin::Error),
@@ -118,10 +121,12 @@ impl Drop for ReplyWaiter {
     }
 }
 
-/// Confirmed publisher over a small pool of channels.
+/// Confirmed publisher over a small pool of channels. The channels are replaced when the
+/// bus reconnects; clones share them.
 #[derive(Clone)]
 pub struct Publisher {
-    channels: Arc<Vec<Channel>>,
+    channels: Arc<RwLock<Vec<Channel>>>,
+    count: usize,
     next: Arc<AtomicUsize>,
     confirm_timeout: Duration,
     waiters: Waiters,
@@ -131,48 +136,81 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Opens `count` confirm-mode channels on `connection`.
-    pub async fn open(
-        connection: &Connection,
+    /// A publisher of `count` confirm-mode channels, none open yet (see [`Self::reopen`]).
+    pub fn new(
         count: usize,
         confirm_timeout: Duration,
         replies: bool,
         metrics: Arc<Metrics>,
         prefix: &str,
-    ) -> lapin::Result<Self> {
-        let waiters: Waiters = Arc::default();
-        let mut channels = Vec::with_capacity(count);
-        for _ in 0..count.max(1) {
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            if replies {
-                let consumer = channel
-                    .basic_consume(
-                        DIRECT_REPLY_TO.into(),
-                        "".into(),
-                        // Direct reply-to requires no-ack: replies are not stored anywhere.
-                        BasicConsumeOptions {
-                            no_ack: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
-                tokio::spawn(dispatch_replies(consumer, waiters.clone()));
-            }
-            channels.push(channel);
-        }
-        Ok(Self {
-            channels: Arc::new(channels),
+    ) -> Self {
+        Self {
+            channels: Arc::default(),
+            count: count.max(1),
             next: Arc::default(),
             confirm_timeout,
-            waiters,
+            waiters: Arc::default(),
             replies,
             metrics,
             prefix: Arc::from(prefix),
-        })
+        }
+    }
+
+    /// Opens a full set of channels on `connection`, replacing the old ones.
+    pub async fn reopen(&self, connection: &Connection) -> lapin::Result<()> {
+        let mut fresh = Vec::with_capacity(self.count);
+        for _ in 0..self.count {
+            fresh.push(self.open_channel(connection).await?);
+        }
+        if let Ok(mut channels) = self.channels.write() {
+            *channels = fresh;
+        }
+        Ok(())
+    }
+
+    /// Replaces the channels that closed while the connection stayed up (the broker closes
+    /// a channel on a protocol error, e.g. a publish to a deleted exchange).
+    pub async fn repair(&self, connection: &Connection) -> lapin::Result<()> {
+        let broken: Vec<usize> = match self.channels.read() {
+            Ok(channels) => (0..self.count)
+                .filter(|&i| channels.get(i).is_none_or(|c| !c.status().connected()))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        for index in broken {
+            let channel = self.open_channel(connection).await?;
+            if let Ok(mut channels) = self.channels.write() {
+                if index < channels.len() {
+                    channels[index] = channel;
+                } else {
+                    channels.push(channel);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_channel(&self, connection: &Connection) -> lapin::Result<Channel> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        if self.replies {
+            let consumer = channel
+                .basic_consume(
+                    DIRECT_REPLY_TO.into(),
+                    "".into(),
+                    // Direct reply-to requires no-ack: replies are not stored anywhere.
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            tokio::spawn(dispatch_replies(consumer, self.waiters.clone()));
+        }
+        Ok(channel)
     }
 
     /// Counts a publish by its outcome.
@@ -181,6 +219,7 @@ impl Publisher {
             Ok(()) => "confirmed",
             Err(PublishError::Unroutable(_)) => "unroutable",
             Err(PublishError::Nacked) => "nacked",
+            Err(PublishError::Unavailable) => "unavailable",
             Err(_) => "failed",
         };
         let labels = PublishLabels {
@@ -193,18 +232,30 @@ impl Publisher {
 
     /// True while every channel is open.
     pub fn is_healthy(&self) -> bool {
-        self.channels.iter().all(|c| c.status().connected())
+        self.channels.read().is_ok_and(|channels| {
+            channels.len() == self.count && channels.iter().all(|c| c.status().connected())
+        })
     }
 
-    fn channel(&self) -> &Channel {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[index]
+    /// The next open channel, round robin; none while the broker is away, so a caller
+    /// fails at once instead of waiting on a dead socket.
+    fn channel(&self) -> Result<Channel, PublishError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let channels = self
+            .channels
+            .read()
+            .map_err(|_| PublishError::Unavailable)?;
+        (0..channels.len())
+            .map(|i| &channels[(start + i) % channels.len()])
+            .find(|c| c.status().connected())
+            .cloned()
+            .ok_or(PublishError::Unavailable)
     }
 
     /// Publishes and waits for the broker's confirm. A returned (unroutable) or nacked
     /// message is an error.
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), PublishError> {
-        self.publish_on(self.channel(), message, None).await
+        self.publish_on(message, None).await
     }
 
     /// Registers interest in a reply with `correlation_id`. Register before publishing so a
@@ -227,8 +278,7 @@ impl Publisher {
     /// correlation id). Requires a publisher opened with replies.
     pub async fn publish_expecting_reply(&self, message: Outgoing<'_>) -> Result<(), PublishError> {
         debug_assert!(self.replies, "publisher opened without replies");
-        self.publish_on(self.channel(), message, Some(DIRECT_REPLY_TO))
-            .await
+        self.publish_on(message, Some(DIRECT_REPLY_TO)).await
     }
 
     /// Sends a request and waits up to `timeout` for its reply.
@@ -258,7 +308,7 @@ impl Publisher {
             .with_correlation_id(correlation_id.into())
             .with_content_type(contracts::envelope::CONTENT_TYPE_JSON.into());
         let confirm = self
-            .channel()
+            .channel()?
             .basic_publish(
                 "".into(),
                 reply_to.into(),
@@ -272,7 +322,6 @@ impl Publisher {
 
     async fn publish_on(
         &self,
-        channel: &Channel,
         message: Outgoing<'_>,
         reply_to: Option<&str>,
     ) -> Result<(), PublishError> {
@@ -317,7 +366,8 @@ impl Publisher {
             ..Default::default()
         };
         let result = async {
-            let confirm = channel
+            let confirm = self
+                .channel()?
                 .basic_publish(
                     message.exchange.into(),
                     message.routing_key.into(),
@@ -394,7 +444,7 @@ impl Publisher {
         };
         let result = async {
             let confirm = self
-                .channel()
+                .channel()?
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),

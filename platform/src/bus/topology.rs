@@ -6,6 +6,11 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+/// Header naming the delay (in milliseconds) a retried message waits out. Not `x-`
+/// prefixed: a headers exchange ignores such headers when matching.
+pub const DELAY_HEADER: &str = "switchyard-retry-delay-ms";
 
 /// Deliveries after which the broker itself dead-letters a message that keeps failing, so
 /// a poison message can never loop forever even if a handler misclassifies it.
@@ -43,6 +48,17 @@ impl Topology {
     /// Exchange dead letters go through.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dead-letters", self.prefix)
+    }
+
+    /// Headers exchange that routes a message due for a retry to the delay queue of its
+    /// delay (header [`DELAY_HEADER`]); the message's routing key is its home queue.
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+
+    /// The delay queue holding messages for `delay` before they return home.
+    pub fn delay_queue(&self, delay: Duration) -> String {
+        format!("{}.delay.{}ms", self.prefix, delay.as_millis())
     }
 
     /// A service's command queue.
@@ -83,6 +99,66 @@ impl Topology {
                     ExchangeKind::Topic,
                     durable,
                     FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Declares the retry exchange and one delay queue per delay in `delays`.
+    ///
+    /// A delay queue is a quorum queue with a queue TTL of its delay whose dead letters go
+    /// to the default exchange under the message's own routing key, which is the name of
+    /// the queue it came from: when the time is up the broker puts it back there, with
+    /// at-least-once dead-lettering, so a broker restart in between loses nothing. Messages
+    /// carry their own, jittered and slightly shorter, expiry; within one queue they differ
+    /// by at most a quarter of the delay, so none waits long behind another.
+    pub async fn declare_delays(
+        &self,
+        channel: &Channel,
+        delays: &[Duration],
+    ) -> lapin::Result<()> {
+        let exchange = self.retry_exchange();
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Headers,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for delay in delays {
+            let queue = self.delay_queue(*delay);
+            let mut args = FieldTable::default();
+            args.insert("x-queue-type".into(), text("quorum"));
+            args.insert("x-dead-letter-exchange".into(), text(""));
+            args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+            args.insert("x-overflow".into(), text("reject-publish"));
+            let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    args,
+                )
+                .await?;
+            let mut binding = FieldTable::default();
+            binding.insert("x-match".into(), text("all"));
+            binding.insert(DELAY_HEADER.into(), text(&delay.as_millis().to_string()));
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    binding,
                 )
                 .await?;
         }

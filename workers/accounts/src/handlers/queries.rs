@@ -120,7 +120,7 @@ impl Handler for QueryHandler {
         let query = match decode_body(&incoming, SCHEMA_VERSION, AccountsQuery::routing_key) {
             Ok(query) => query,
             Err(reason) => {
-                let reply = rejected(Rejection::invalid(reason));
+                let reply = rejected(Rejection::invalid(reason.error));
                 return Disposition::Done {
                     reply: serde_json::to_vec(&reply).ok(),
                 };

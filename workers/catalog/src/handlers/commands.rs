@@ -3,6 +3,7 @@
 use contracts::catalog::{CatalogCommand, SCHEMA_VERSION};
 use contracts::{Outcome, Rejection};
 use mongodb::bson::doc;
+use platform::bus::consumer::decode_body;
 use platform::bus::{Bus, Disposition, Handler, Incoming};
 use tracing::Instrument as _;
 
@@ -71,23 +72,11 @@ fn reply(outcome: &Outcome) -> Disposition {
 impl Handler for CommandHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
         let envelope = &incoming.envelope;
-        let command: CatalogCommand = match serde_json::from_slice(&incoming.body) {
-            Ok(command) => command,
-            Err(error) => return Disposition::Dead(format!("undecodable command: {error}")),
-        };
-        if command.routing_key() != envelope.message_type {
-            return Disposition::Dead(format!(
-                "type header {} does not match body type {}",
-                envelope.message_type,
-                command.routing_key()
-            ));
-        }
-        if envelope.schema_version != SCHEMA_VERSION {
-            return Disposition::Dead(format!(
-                "unsupported schema version {}",
-                envelope.schema_version
-            ));
-        }
+        let command: CatalogCommand =
+            match decode_body(&incoming, SCHEMA_VERSION, CatalogCommand::routing_key) {
+                Ok(command) => command,
+                Err(dead) => return Disposition::Dead(dead),
+            };
         let operation_id = envelope.message_id;
         let span = tracing::info_span!(
             "command",

@@ -5,7 +5,7 @@ use contracts::accounts::{self, AccountsEvent, Role, User, UserRef};
 use contracts::catalog::{self, CatalogEvent, Course};
 use contracts::social::{MAX_POST_LEN, SYSTEM_AUTHOR, SocialEvent};
 use contracts::{Envelope, Rejection};
-use platform::bus::consumer::decode_body;
+use platform::bus::consumer::{DeadLetter, decode_body, reasons};
 use platform::bus::{Disposition, Handler, Incoming};
 use platform::pg::handle::{self, Effect, Transient};
 use platform::pg::outbox::Relay;
@@ -41,7 +41,7 @@ enum Subscribed {
     Catalog(CatalogEvent),
 }
 
-fn decode(incoming: &Incoming) -> Result<Subscribed, String> {
+fn decode(incoming: &Incoming) -> Result<Subscribed, DeadLetter> {
     match incoming.envelope.message_type.split('.').next() {
         Some(accounts::SERVICE) => decode_body(
             incoming,
@@ -53,9 +53,12 @@ fn decode(incoming: &Incoming) -> Result<Subscribed, String> {
             decode_body(incoming, catalog::SCHEMA_VERSION, CatalogEvent::routing_key)
                 .map(Subscribed::Catalog)
         }
-        _ => Err(format!(
-            "social does not subscribe to {}",
-            incoming.envelope.message_type
+        _ => Err(DeadLetter::new(
+            reasons::UNKNOWN_TYPE,
+            format!(
+                "social does not subscribe to {}",
+                incoming.envelope.message_type
+            ),
         )),
     }
 }
