@@ -1,0 +1,256 @@
+//! SIGTERM on the real binary: it stops taking messages, finishes or returns the ones in
+//! flight, flushes its outbox, and exits 0 — and no command is lost or applied twice.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use contracts::Envelope;
+use contracts::social::{CreatePost, SocialCommand, commands};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn server_url(database: &str) -> String {
+    let base = env_or(
+        "SWITCHYARD_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{database}"),
+        None => base,
+    }
+}
+
+async fn sql(database: &str, statement: &str) -> Vec<tokio_postgres::Row> {
+    let (client, connection) =
+        tokio_postgres::connect(&server_url(database), tokio_postgres::NoTls)
+            .await
+            .expect("postgres reachable");
+    let task = tokio::spawn(connection);
+    let rows = client.query(statement, &[]).await.expect(statement);
+    drop(client);
+    let _ = task.await;
+    rows
+}
+
+async fn count(database: &str, table: &str) -> i64 {
+    sql(database, &format!("SELECT count(*) FROM {table}")).await[0].get(0)
+}
+
+async fn message_count(connection: &Connection, queue: &str) -> u32 {
+    let channel = connection.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = channel.close(200, "counted".into()).await;
+    declared.message_count()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
+    const COMMANDS: usize = 400;
+    let amqp_url = env_or(
+        "SWITCHYARD_TEST_AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+    );
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let database = format!("{prefix}_social");
+    sql("postgres", &format!("CREATE DATABASE {database}")).await;
+
+    // A tap on the events exchange, bound before the worker runs, sees every event the
+    // worker publishes.
+    let connection = Connection::connect(&amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let events = format!("{prefix}.events");
+    let tap = format!("{prefix}.tap");
+    channel
+        .exchange_declare(
+            events.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            tap.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            tap.as_str().into(),
+            events.as_str().into(),
+            "social.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let health = format!("127.0.0.1:{}", free_port());
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_social"))
+        .env("SWITCHYARD_AMQP_URL", &amqp_url)
+        .env("SWITCHYARD_PREFIX", &prefix)
+        .env("SWITCHYARD_POSTGRES_URL", server_url(&database))
+        .env("SWITCHYARD_HEALTH_ADDR", &health)
+        .env("SWITCHYARD_GRACE_MS", "5000")
+        .env("SWITCHYARD_PREFETCH", "64")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("social binary starts");
+    let ready = format!("http://{health}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(&ready)
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(Instant::now() < deadline, "social never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let author = uuid::Uuid::now_v7();
+    let mut confirms = Vec::new();
+    for i in 0..COMMANDS {
+        let command = SocialCommand::CreatePost(CreatePost {
+            post_id: uuid::Uuid::now_v7(),
+            author_name: "Draining".into(),
+            body: format!("post {i}"),
+        });
+        let mut envelope = Envelope::new(commands::POST_CREATE, 1, uuid::Uuid::now_v7());
+        envelope.message_id = envelope.correlation_id;
+        envelope.actor = Some(author.to_string());
+        let properties = platform::bus::envelope::to_properties(&envelope);
+        let body = serde_json::to_vec(&command).unwrap();
+        confirms.push(
+            channel
+                .basic_publish(
+                    format!("{prefix}.commands").as_str().into(),
+                    commands::POST_CREATE.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    properties,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for confirm in confirms {
+        confirm.await.unwrap();
+    }
+    // Stop it mid-stream: some posts applied, most still queued or in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&database, "posts").await < 10 {
+        assert!(Instant::now() < deadline, "social applied nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = worker.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "social did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let applied = count(&database, "posts").await;
+    let commands_queue = format!("{prefix}.social.commands");
+    let queued = i64::from(message_count(&connection, &commands_queue).await);
+    assert_eq!(
+        applied + queued,
+        COMMANDS as i64,
+        "applied {applied} + queued {queued}"
+    );
+    assert!(
+        queued > 0,
+        "it stopped taking messages before the queue ran dry"
+    );
+    assert_eq!(count(&database, "outbox").await, 0, "outbox flushed");
+    let published = i64::from(message_count(&connection, &tap).await);
+    assert_eq!(published, applied, "every applied post's event went out");
+    let dead = message_count(&connection, &format!("{commands_queue}.dlq")).await;
+    assert_eq!(dead, 0);
+
+    // The queues the worker declared, the tap, and the database go.
+    let cleanup = connection.create_channel().await.unwrap();
+    let topology = platform::bus::Topology::new(&prefix);
+    let mut queues: Vec<String> = [
+        "tap",
+        "social.commands",
+        "social.commands.dlq",
+        "social.events",
+        "social.events.dlq",
+        "social.queries",
+    ]
+    .iter()
+    .map(|q| format!("{prefix}.{q}"))
+    .collect();
+    let defaults = platform::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    queues.extend(
+        defaults
+            .levels()
+            .into_iter()
+            .map(|d| topology.delay_queue(d)),
+    );
+    for queue in queues {
+        let _ = cleanup
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    sql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    )
+    .await;
+}
