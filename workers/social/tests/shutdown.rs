@@ -1,6 +1,9 @@
 //! SIGTERM on the real binary: it stops taking messages, finishes or returns the ones in
 //! flight, flushes its outbox, and exits 0 — and no command is lost or applied twice.
 
+// Test helpers outside #[test] functions may fail loudly: a panic is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
