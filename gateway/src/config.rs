@@ -27,11 +27,13 @@ pub struct GatewayConfig {
     pub hash: platform::password::HashParams,
     /// How often the token keys are refreshed from accounts.
     pub jwks_refresh: Duration,
+    /// How long open requests may run on after SIGTERM.
+    pub grace: Duration,
 }
 
 impl GatewayConfig {
-    /// Reads `HTTP_ADDR`, `OPERATION_KEY`, `QUERY_TIMEOUT_MS`, `MAX_WAIT_MS`, `BODY_LIMIT`
-    /// and the bus variables.
+    /// Reads `HTTP_ADDR`, `OPERATION_KEY`, `QUERY_TIMEOUT_MS`, `MAX_WAIT_MS`, `BODY_LIMIT`,
+    /// `JWKS_REFRESH_MS`, `GRACE_MS` and the bus variables.
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         let Some(key_hex) = source.get("OPERATION_KEY") else {
             return Err(ConfigError::new(
@@ -82,6 +84,8 @@ impl GatewayConfig {
                 Duration::from_secs(300),
                 1_000..=86_400_000,
             )?,
+            // Long enough for a `Prefer: wait` request (≤ 30 s) to get its answer.
+            grace: millis_or(source, "GRACE_MS", Duration::from_secs(31), 0..=300_000)?,
         })
     }
 }

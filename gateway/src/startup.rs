@@ -20,6 +20,7 @@ pub struct Application {
     server: tokio::task::JoinHandle<()>,
     bus: Bus,
     shutdown: CancellationToken,
+    grace: std::time::Duration,
 }
 
 impl Application {
@@ -61,6 +62,7 @@ impl Application {
             server,
             bus,
             shutdown,
+            grace: config.grace,
         })
     }
 
@@ -69,9 +71,20 @@ impl Application {
         self.addr
     }
 
-    /// Serves until shutdown, then lets open requests finish and closes the connection.
+    /// Serves until shutdown, then stops accepting, lets open requests finish within the
+    /// grace period, and closes the broker connection.
     pub async fn run_until_stopped(self) {
-        let _ = self.server.await;
+        let mut server = self.server;
+        tokio::select! {
+            _ = &mut server => {}
+            () = self.shutdown.cancelled() => {
+                tracing::info!(grace_ms = self.grace.as_millis() as u64, "shutting down: no new connections, finishing open requests");
+                if tokio::time::timeout(self.grace, &mut server).await.is_err() {
+                    tracing::warn!("grace period over, closing the remaining connections");
+                    server.abort();
+                }
+            }
+        }
         self.shutdown.cancel();
         self.bus.close().await;
         tracing::info!("gateway stopped");

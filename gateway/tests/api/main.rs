@@ -9,5 +9,6 @@ mod courses;
 mod helpers;
 mod resilience;
 mod robustness;
+mod shutdown;
 mod social;
 mod teachers;
