@@ -28,6 +28,8 @@ pub use topology::Topology;
 
 /// How often the supervisor looks at the connection and the publishing channels.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest wait for one connection attempt (TCP, TLS and AMQP handshake).
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First pause between reconnection attempts.
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 
@@ -142,15 +144,26 @@ impl Bus {
     async fn establish(&self) -> anyhow::Result<Arc<Connection>> {
         let properties =
             ConnectionProperties::default().with_connection_name(self.link.name.clone().into());
-        let connection = Connection::connect(self.config.amqp_url.expose_secret(), properties)
-            .await
-            .context("cannot connect to RabbitMQ")?;
+        // A broker that is still starting may accept the TCP connection and then say
+        // nothing; without a bound the reconnection would wait on it forever.
+        let connection = tokio::time::timeout(
+            CONNECT_ATTEMPT_TIMEOUT,
+            Connection::connect(self.config.amqp_url.expose_secret(), properties),
+        )
+        .await
+        .context("no answer from RabbitMQ")?
+        .context("cannot connect to RabbitMQ")?;
         let connection = Arc::new(connection);
-        self.declare_all(&connection).await?;
-        self.publisher
-            .reopen(&connection)
+        let restore = async {
+            self.declare_all(&connection).await?;
+            self.publisher
+                .reopen(&connection)
+                .await
+                .context("cannot open publishing channels")
+        };
+        tokio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, restore)
             .await
-            .context("cannot open publishing channels")?;
+            .context("RabbitMQ stopped answering while the topology was declared")??;
         Ok(connection)
     }
 
