@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use contracts::Envelope;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
 use platform::bus::consumer::reasons;
 use platform::bus::envelope::to_properties;
@@ -247,19 +246,11 @@ async fn publish_raw(channel: &Channel, queue: &str, body: &[u8], properties: Ba
         .unwrap();
 }
 
-async fn queue_length(channel: &Channel, queue: &str) -> u32 {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+async fn queue_length(connection: &lapin::Connection, queue: &str) -> u32 {
+    platform::bus::topology::message_count(connection, queue)
         .await
         .unwrap()
-        .message_count()
+        .expect("the queue exists")
 }
 
 #[tokio::test]
@@ -325,7 +316,7 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason_and_the_wor
     until(
         Duration::from_secs(10),
         "every poison message dead-lettered",
-        || async { queue_length(&channel, &dlq).await as usize == expected.len() },
+        || async { queue_length(&connection, &dlq).await as usize == expected.len() },
     )
     .await;
     // The worker never stopped: a valid command right after is applied.
@@ -360,10 +351,10 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason_and_the_wor
     until(
         Duration::from_secs(5),
         "peeked letters back in the queue",
-        || async { queue_length(&channel, &dlq).await as usize == expected.len() },
+        || async { queue_length(&connection, &dlq).await as usize == expected.len() },
     )
     .await;
-    assert_eq!(queue_length(&channel, &queue).await, 0);
+    assert_eq!(queue_length(&connection, &queue).await, 0);
     letters.close().await;
     app.teardown().await;
 }

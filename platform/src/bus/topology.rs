@@ -240,6 +240,27 @@ impl Topology {
     }
 }
 
+/// Messages ready in `queue`, or `None` if it does not exist. Uses its own channel: a
+/// passive declare of a missing queue closes the channel it ran on.
+pub async fn message_count(
+    connection: &lapin::Connection,
+    queue: &str,
+) -> lapin::Result<Option<u32>> {
+    let channel = connection.create_channel().await?;
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    let _ = channel.close(200, "counted".into()).await;
+    Ok(declared.ok().map(|q| q.message_count()))
+}
+
 fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.to_owned()))
 }

@@ -19,7 +19,6 @@ use chrono::{DateTime, Utc};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -229,20 +228,7 @@ impl DeadLetters {
 
     /// Messages in `queue`, or `None` if it does not exist.
     pub async fn count(&self, queue: &str) -> anyhow::Result<Option<u32>> {
-        // A passive declare of a missing queue closes its channel: one channel each.
-        let channel = self.connection.create_channel().await?;
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        let _ = channel.close(200, "counted".into()).await;
-        Ok(declared.ok().map(|q| q.message_count()))
+        Ok(platform::bus::topology::message_count(&self.connection, queue).await?)
     }
 
     /// Reads up to `limit` letters of `queue` without removing any: they are received

@@ -48,20 +48,10 @@ async fn count(database: &str, table: &str) -> i64 {
 }
 
 async fn message_count(connection: &Connection, queue: &str) -> u32 {
-    let channel = connection.create_channel().await.unwrap();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    platform::bus::topology::message_count(connection, queue)
         .await
-        .unwrap();
-    let _ = channel.close(200, "counted".into()).await;
-    declared.message_count()
+        .unwrap()
+        .expect("the queue exists")
 }
 
 fn free_port() -> u16 {
