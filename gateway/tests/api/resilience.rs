@@ -228,6 +228,46 @@ async fn every_service_reconnects_and_resumes_after_the_broker_drops_its_connect
     app.teardown().await;
 }
 
+#[tokio::test]
+async fn a_consumer_whose_queue_vanishes_declares_it_again_and_resumes() {
+    let app = spawn_app().await;
+    app.create_course("FIRST").await;
+    // Deleting the queue under the catalog's consumer makes the broker cancel it: the
+    // consumer must declare its topology again and resubscribe, on the same connection.
+    let connection = app.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            format!("{}.catalog.commands", app.prefix).as_str().into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let catalog = app.catalog_health.unwrap().to_string();
+    until(
+        Duration::from_secs(15),
+        "the course created again",
+        || async {
+            let response = app
+                .post(
+                    "/v1/courses",
+                    &json!({"code": "SECOND", "title": "t"}),
+                    Some(5),
+                )
+                .await;
+            response.status() == StatusCode::CREATED
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&catalog, "switchyard_broker_reconnects_total").await,
+        0.0,
+        "the connection itself never dropped"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    app.teardown().await;
+}
+
 async fn publish_raw(channel: &Channel, queue: &str, body: &[u8], properties: BasicProperties) {
     channel
         .basic_publish(
