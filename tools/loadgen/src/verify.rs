@@ -115,6 +115,9 @@ impl Recorder {
         if let Some(file) = &mut self.file {
             serde_json::to_writer(&mut *file, accepted)?;
             file.write_all(b"\n")?;
+            // Line by line: a run that is killed still leaves every accepted operation
+            // on disk for --verify-only.
+            file.flush()?;
         }
         Ok(())
     }
