@@ -1,5 +1,6 @@
-//! `/livez` (the process runs), `/readyz` (it can reach the broker and verify tokens) and
-//! `/metrics`.
+//! `/livez` (the process runs), `/readyz` (it can reach the broker and verify tokens),
+//! `/metrics` and `/openapi.json` (the API's description, compiled in from
+//! `gateway/openapi.json`).
 
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -7,6 +8,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{Shared, json};
+
+/// The OpenAPI 3.1 document of every route (a test checks it against the router).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
     let state_for_metrics = state.clone();
@@ -38,7 +42,23 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         }
         response
     });
+    let openapi = warp::path!("openapi.json").map(|| {
+        let mut response = Response::new(OPENAPI.into());
+        response.headers_mut().insert(
+            "content-type",
+            warp::http::HeaderValue::from_static("application/json"),
+        );
+        response
+    });
     warp::get()
-        .and(livez.or(readyz).unify().or(metrics).unify())
+        .and(
+            livez
+                .or(readyz)
+                .unify()
+                .or(metrics)
+                .unify()
+                .or(openapi)
+                .unify(),
+        )
         .boxed()
 }

@@ -7,6 +7,7 @@
 mod auth;
 mod courses;
 mod helpers;
+mod openapi;
 mod resilience;
 mod robustness;
 mod shutdown;
