@@ -372,6 +372,9 @@ pub fn validate_text(field: &str, value: &str, max: usize) -> Result<(), String>
     if value.trim().is_empty() {
         return Err(format!("{field} must not be blank"));
     }
+    if value.contains('\0') {
+        return Err(format!("{field} must not contain NUL characters"));
+    }
     if value.chars().count() > max {
         return Err(format!("{field} must be at most {max} characters"));
     }
@@ -380,6 +383,9 @@ pub fn validate_text(field: &str, value: &str, max: usize) -> Result<(), String>
 
 /// Checks a description: may be empty, bounded length.
 pub fn validate_description(value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err("description must not contain NUL characters".into());
+    }
     if value.chars().count() > MAX_DESCRIPTION_LEN {
         return Err(format!(
             "description must be at most {MAX_DESCRIPTION_LEN} characters"

@@ -96,6 +96,9 @@ pub fn validate_post(body: &str) -> Result<(), String> {
     if body.trim().is_empty() {
         return Err("body must not be blank".into());
     }
+    if body.contains('\0') {
+        return Err("body must not contain NUL characters".into());
+    }
     if body.chars().count() > MAX_POST_LEN {
         return Err(format!("body must be at most {MAX_POST_LEN} characters"));
     }

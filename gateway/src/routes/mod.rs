@@ -206,15 +206,32 @@ fn json_body<T: DeserializeOwned + Send>(
                     "send the body as application/json",
                 )));
             }
-            serde_json::from_slice::<T>(&bytes).map_err(|error| {
-                use serde_json::error::Category;
-                let problem = match error.classify() {
-                    Category::Data => Problem::invalid(format!("invalid body: {error}")),
-                    _ => Problem::bad_request(format!("malformed JSON: {error}")),
-                };
-                warp::reject::custom(problem)
+            let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
+                warp::reject::custom(Problem::bad_request(format!("malformed JSON: {error}")))
+            })?;
+            // PostgreSQL cannot store a NUL character in text, and no field has a use
+            // for one: refuse it here rather than let a worker fail on it.
+            if contains_nul(&value) {
+                return Err(warp::reject::custom(Problem::invalid(
+                    "text must not contain NUL (\\u0000) characters",
+                )));
+            }
+            serde_json::from_value::<T>(value).map_err(|error| {
+                warp::reject::custom(Problem::invalid(format!("invalid body: {error}")))
             })
         })
+}
+
+/// Whether any string (or key) in `value` contains a NUL character.
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
+        _ => false,
+    }
 }
 
 /// Parses an id from the path; a malformed one is a 400 that names it.

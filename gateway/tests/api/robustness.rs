@@ -447,3 +447,31 @@ async fn the_gateway_and_the_workers_expose_openmetrics_with_what_happened() {
     }
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn text_with_a_nul_character_is_refused_at_the_door() {
+    // Found by the fuzzer: PostgreSQL cannot store NUL in text, so such a command used to
+    // fail in the worker on every retry until it was dead-lettered.
+    let app = spawn_app().await;
+    let post = app
+        .post("/v1/posts", &json!({"body": "before\u{0}after"}), None)
+        .await;
+    assert_problem(post, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let login = app
+        .anonymous
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"email": "a\u{0}@example.org", "password": "long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(login, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let course = app
+        .post(
+            "/v1/courses",
+            &json!({"code": "NUL", "title": "t", "description": "\u{0}"}),
+            None,
+        )
+        .await;
+    assert_problem(course, StatusCode::UNPROCESSABLE_ENTITY).await;
+    app.teardown().await;
+}

@@ -25,6 +25,25 @@ pub enum Effect {
 #[error("{0}")]
 pub struct Transient(pub String);
 
+impl Transient {
+    /// What the consumer does about it: retry later, unless PostgreSQL refused the data
+    /// itself (SQLSTATE class 22, "data exception": a NUL byte in text, a number out of
+    /// range…), which no retry can change — that message is dead-lettered at once.
+    pub fn into_disposition(self) -> Disposition {
+        let code = self
+            .0
+            .strip_suffix(')')
+            .and_then(|rest| rest.rsplit_once('('))
+            .map(|(_, code)| code);
+        match code {
+            Some(code) if code.len() == 5 && code.starts_with("22") => {
+                Disposition::Dead(crate::bus::DeadLetter::rejected(self.0))
+            }
+            _ => Disposition::Retry(self.0),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for Transient {
     fn from(error: tokio_postgres::Error) -> Self {
         Self(super::describe(&error))
@@ -141,7 +160,7 @@ where
                 reply: serde_json::to_vec(&outcome).ok(),
             }
         }
-        Err(Transient(reason)) => Disposition::Retry(reason),
+        Err(failure) => failure.into_disposition(),
     }
 }
 
@@ -237,10 +256,30 @@ where
             }
             Disposition::Done { reply: None }
         }
-        Err(Transient(reason)) => Disposition::Retry(reason),
+        Err(failure) => failure.into_disposition(),
     }
 }
 
 /// The boxed future a transactional handler returns; boxing lets closures borrow the
 /// transaction for any lifetime, which unboxed closures cannot express.
 pub type TxFuture<'t> = futures::future::BoxFuture<'t, Result<Effect, Transient>>;
+
+#[cfg(test)]
+mod classification {
+    use super::*;
+
+    #[test]
+    fn data_exceptions_are_dead_lettered_and_everything_else_retried() {
+        let nul =
+            Transient("ERROR: invalid byte sequence for encoding \"UTF8\": 0x00 (22021)".into());
+        assert!(matches!(nul.into_disposition(), Disposition::Dead(d) if d.reason == "rejected"));
+        for reason in [
+            "FATAL: terminating connection due to administrator command (57P01)",
+            "error connecting to server: Connection refused (os error 111)",
+            "claimed but no outcome yet",
+        ] {
+            let retry = Transient(reason.into()).into_disposition();
+            assert!(matches!(retry, Disposition::Retry(_)), "{reason}");
+        }
+    }
+}
