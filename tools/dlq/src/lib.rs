@@ -1,5 +1,5 @@
-//! Dead letters: list them per queue, show one, and move them back to the queue they died
-//! in.
+//! Dead letters: list them per queue, show one, move them back to the queue they died in,
+//! or discard the ones that must never run.
 //!
 //! A replay publishes each selected message (with confirms) to the default exchange under
 //! the name of the queue it died in, and removes it from the dead-letter queue only once
@@ -294,6 +294,35 @@ impl DeadLetters {
         let _ = reader.close(200, "replayed".into()).await;
         let _ = publisher.close(200, "replayed".into()).await;
         Ok(report)
+    }
+
+    /// Removes the letters of `queue` with these message ids for good (poison that must
+    /// never run) and returns them, so the caller can leave an audit line for each. Only
+    /// by id: emptying a whole queue is a deliberate `rabbitmqctl purge_queue`.
+    pub async fn discard(&self, queue: &str, ids: &HashSet<String>) -> anyhow::Result<Vec<Letter>> {
+        let Some(count) = self.count(queue).await? else {
+            anyhow::bail!("queue {queue} does not exist");
+        };
+        let mut discarded = Vec::new();
+        if count == 0 || ids.is_empty() {
+            return Ok(discarded);
+        }
+        let (reader, mut deliveries) = self.subscribe(queue).await?;
+        for _ in 0..count {
+            let Some(delivery) = next(&mut deliveries).await? else {
+                break;
+            };
+            let letter = Letter::read(queue, &delivery.properties, &delivery.data);
+            if ids.contains(&letter.message_id) {
+                delivery.ack(BasicAckOptions::default()).await?;
+                discarded.push(letter);
+                if discarded.len() == ids.len() {
+                    break;
+                }
+            }
+        }
+        let _ = reader.close(200, "discarded".into()).await;
+        Ok(discarded)
     }
 
     /// Consumes `queue` with manual acks and no prefetch bound (a quorum queue's

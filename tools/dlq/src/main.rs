@@ -5,6 +5,7 @@
 //! dlq list --queue social.commands  one queue, every letter
 //! dlq show <message-id>             headers and body of one letter
 //! dlq replay --queue social.commands --all | --id <message-id>...
+//! dlq discard --queue social.commands --id <message-id>...
 //! ```
 //!
 //! Exit codes: 0 done, 1 the broker failed or a letter could not be moved, 2 bad usage.
@@ -64,6 +65,15 @@ enum Command {
         all: bool,
         /// Only the letters with these message ids.
         #[arg(long, num_args = 1..)]
+        id: Vec<String>,
+    },
+    /// Removes letters for good (poison that must never run); prints an audit line each.
+    Discard {
+        /// The dead-letter queue.
+        #[arg(long)]
+        queue: String,
+        /// The message ids to remove.
+        #[arg(long, num_args = 1.., required = true)]
         id: Vec<String>,
     },
 }
@@ -193,6 +203,25 @@ async fn run(letters: &DeadLetters, command: Command) -> anyhow::Result<ExitCode
                 report.moved, report.failed, report.skipped
             );
             if report.failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Discard { queue, id } => {
+            let queue = letters.resolve(&queue);
+            let wanted: HashSet<String> = id.into_iter().collect();
+            let discarded = letters.discard(&queue, &wanted).await?;
+            for letter in &discarded {
+                println!(
+                    "discarded {} from {queue}: {} {} ({})",
+                    letter.message_id, letter.message_type, letter.reason, letter.error
+                );
+            }
+            let missing = wanted.len() - discarded.len();
+            println!(
+                "{queue}: discarded {}, not found {missing}",
+                discarded.len()
+            );
+            if missing > 0 {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -151,6 +151,57 @@ async fn lists_shows_and_replays_a_dead_letter_back_to_its_queue() {
         Some(0)
     );
 
+    // A letter that must never run is discarded by id, with an audit line; an id that is
+    // not there makes the exit status 1.
+    let poison = uuid::Uuid::now_v7().to_string();
+    let mut headers = FieldTable::default();
+    headers.insert(death_headers::REASON.into(), text("unknown-type"));
+    headers.insert(death_headers::QUEUE.into(), text(&queue));
+    channel
+        .basic_publish(
+            "".into(),
+            dlq_name.as_str().into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default()
+                .with_message_id(poison.as_str().into())
+                .with_type("social.post.explode".into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let discard = dlq(
+        &prefix,
+        &[
+            "discard",
+            "--queue",
+            "social.commands",
+            "--id",
+            &poison,
+            "absent",
+        ],
+    );
+    let out = String::from_utf8_lossy(&discard.stdout);
+    assert_eq!(discard.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!("discarded {poison}")) && out.contains("unknown-type"),
+        "{out}"
+    );
+    assert!(out.contains("discarded 1, not found 1"), "{out}");
+    let mut left = None;
+    for _ in 0..100 {
+        left = platform::bus::topology::message_count(&connection, &dlq_name)
+            .await
+            .unwrap();
+        if left == Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, Some(0));
+
     for name in [queue.clone(), dlq_name] {
         let _ = channel
             .queue_delete(name.as_str().into(), Default::default())
