@@ -246,6 +246,7 @@ impl DeadLetters {
             letters.push(Letter::read(queue, &delivery.properties, &delivery.data));
         }
         let _ = channel.close(200, "peeked".into()).await;
+        self.settle(queue, count).await;
         Ok(letters)
     }
 
@@ -293,6 +294,8 @@ impl DeadLetters {
         }
         let _ = reader.close(200, "replayed".into()).await;
         let _ = publisher.close(200, "replayed".into()).await;
+        self.settle(queue, (report.skipped + report.failed) as u32)
+            .await;
         Ok(report)
     }
 
@@ -322,7 +325,23 @@ impl DeadLetters {
             }
         }
         let _ = reader.close(200, "discarded".into()).await;
+        self.settle(queue, count - discarded.len() as u32).await;
         Ok(discarded)
+    }
+
+    /// Waits (up to [`IDLE`]) until `queue` holds at least `expected` ready messages again:
+    /// letters held unacknowledged go back when their channel closes, but the broker does
+    /// that asynchronously, and the next command must find the queue as this one left it.
+    async fn settle(&self, queue: &str, expected: u32) {
+        let deadline = tokio::time::Instant::now() + IDLE;
+        while tokio::time::Instant::now() < deadline {
+            match self.count(queue).await {
+                Ok(Some(ready)) if ready < expected => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Consumes `queue` with manual acks and no prefetch bound (a quorum queue's
