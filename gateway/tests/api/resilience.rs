@@ -559,3 +559,56 @@ async fn exhausted_retries_are_dead_lettered_and_the_replay_tool_brings_them_bac
     letters.close().await;
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_query_postgresql_refuses_is_answered_as_invalid_at_once() {
+    // The gateway refuses NUL characters; another client of the bus might not. Accounts
+    // must answer such a login at once rather than requeue it until the caller gives up.
+    let app = spawn_app().await;
+    let settings: std::collections::HashMap<String, String> = [
+        ("AMQP_URL".to_owned(), amqp_url()),
+        ("PREFIX".to_owned(), app.prefix.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let config = platform::config::BusConfig::from_source(&settings).unwrap();
+    let bus = platform::bus::Bus::connect(&config, "test-client", true)
+        .await
+        .unwrap();
+    let query = contracts::accounts::AccountsQuery::Login(contracts::accounts::Login {
+        email: "nul\u{0}@example.org".into(),
+        password: "long enough password".into(),
+    });
+    let envelope = Envelope::new(query.routing_key(), 1, uuid::Uuid::now_v7());
+    let body = serde_json::to_vec(&query).unwrap();
+    let exchange = bus.topology.commands_exchange();
+    let started = Instant::now();
+    let reply = bus
+        .publisher
+        .request(
+            platform::bus::Outgoing {
+                exchange: &exchange,
+                routing_key: query.routing_key(),
+                envelope: &envelope,
+                body: &body,
+                mandatory: true,
+                expiration: Some(Duration::from_secs(5)),
+                extra_headers: None,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("an answer, not a timeout");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(answer["status"], "rejected", "{answer}");
+    assert_eq!(answer["rejection"]["kind"], "invalid", "{answer}");
+    assert!(
+        answer["rejection"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("(22")),
+        "a PostgreSQL data exception: {answer}"
+    );
+    bus.close().await;
+    app.teardown().await;
+}

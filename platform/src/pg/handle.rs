@@ -30,17 +30,20 @@ impl Transient {
     /// itself (SQLSTATE class 22, "data exception": a NUL byte in text, a number out of
     /// range…), which no retry can change — that message is dead-lettered at once.
     pub fn into_disposition(self) -> Disposition {
-        let code = self
-            .0
+        if self.is_data_exception() {
+            Disposition::Dead(crate::bus::DeadLetter::rejected(self.0))
+        } else {
+            Disposition::Retry(self.0)
+        }
+    }
+
+    /// Whether PostgreSQL refused the data itself (SQLSTATE class 22), read from the code
+    /// [`super::describe`] puts at the end of the text.
+    pub fn is_data_exception(&self) -> bool {
+        self.0
             .strip_suffix(')')
             .and_then(|rest| rest.rsplit_once('('))
-            .map(|(_, code)| code);
-        match code {
-            Some(code) if code.len() == 5 && code.starts_with("22") => {
-                Disposition::Dead(crate::bus::DeadLetter::rejected(self.0))
-            }
-            _ => Disposition::Retry(self.0),
-        }
+            .is_some_and(|(_, code)| code.len() == 5 && code.starts_with("22"))
     }
 }
 

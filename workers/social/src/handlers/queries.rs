@@ -90,6 +90,10 @@ impl Handler for QueryHandler {
             Ok(answer) => Disposition::Done {
                 reply: serde_json::to_vec(&answer).ok(),
             },
+            // Data PostgreSQL refuses will be refused on every retry: answer at once.
+            Err(failure) if failure.is_data_exception() => Disposition::Done {
+                reply: serde_json::to_vec(&rejected(Rejection::invalid(failure.0))).ok(),
+            },
             Err(Transient(reason)) => Disposition::Retry(reason),
         }
     }
