@@ -29,11 +29,13 @@ pub struct GatewayConfig {
     pub jwks_refresh: Duration,
     /// How long open requests may run on after SIGTERM.
     pub grace: Duration,
+    /// Timeouts and connection caps of the HTTP server.
+    pub http: platform::http::HttpLimits,
 }
 
 impl GatewayConfig {
     /// Reads `HTTP_ADDR`, `OPERATION_KEY`, `QUERY_TIMEOUT_MS`, `MAX_WAIT_MS`, `BODY_LIMIT`,
-    /// `JWKS_REFRESH_MS`, `GRACE_MS` and the bus variables.
+    /// `JWKS_REFRESH_MS`, `GRACE_MS`, the `HTTP_*` limits and the bus variables.
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         let Some(key_hex) = source.get("OPERATION_KEY") else {
             return Err(ConfigError::new(
@@ -86,6 +88,7 @@ impl GatewayConfig {
             )?,
             // Long enough for a `Prefer: wait` request (≤ 30 s) to get its answer.
             grace: millis_or(source, "GRACE_MS", Duration::from_secs(31), 0..=300_000)?,
+            http: platform::http::HttpLimits::from_source(source)?,
         })
     }
 }

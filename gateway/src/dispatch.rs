@@ -155,18 +155,22 @@ impl Dispatcher {
         let operation_id = self.ids.issue(operation, service);
         let wait = context.wait.filter(|w| !w.is_zero());
         let publisher = &self.bus.publisher;
+        let command_problem = |error: PublishError| {
+            let mut problem = publish_problem(service, &error);
+            if error.may_have_arrived() {
+                problem = Problem::outcome_unknown(&operation_id, &error);
+            }
+            problem
+        };
         let Some(wait) = wait else {
-            publisher
-                .publish(message)
-                .await
-                .map_err(|e| publish_problem(service, &e))?;
+            publisher.publish(message).await.map_err(command_problem)?;
             return Ok(Submitted::Accepted { operation_id });
         };
         let waiter = publisher.expect_reply(&operation.to_string());
         publisher
             .publish_expecting_reply(message)
             .await
-            .map_err(|e| publish_problem(service, &e))?;
+            .map_err(command_problem)?;
         let Some(reply) = waiter.wait(wait).await else {
             return Ok(Submitted::Accepted { operation_id });
         };
@@ -303,15 +307,24 @@ fn service_of(routing_key: &str) -> &str {
     routing_key.split('.').next().unwrap_or(routing_key)
 }
 
+/// The 503 for a publish that certainly did not reach a queue: retrying is safe.
 fn publish_problem(service: &str, error: &PublishError) -> Problem {
     match error {
         PublishError::Unroutable(_) => {
             tracing::warn!(service, "command unroutable: no queue bound");
-            Problem::unavailable(format!("the {service} service is not accepting requests"))
+            Problem::unavailable(format!(
+                "the {service} service is not accepting requests; nothing was applied"
+            ))
+        }
+        PublishError::Blocked(reason) => {
+            tracing::warn!(service, %reason, "publish refused: the broker blocks publishers");
+            Problem::unavailable(format!(
+                "the message broker is refusing new messages ({reason}); nothing was applied"
+            ))
         }
         other => {
             tracing::warn!(service, error = %other, "publish failed");
-            Problem::unavailable("the message broker is unavailable")
+            Problem::unavailable("the message broker is unavailable; nothing was applied")
         }
     }
 }

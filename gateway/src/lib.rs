@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod dispatch;
+pub mod json;
 pub mod operation_id;
 pub mod problem;
 pub mod rate_limit;

@@ -70,6 +70,31 @@ impl Problem {
         problem
     }
 
+    /// 503 for a command that may have reached the broker although its publish failed (no
+    /// confirm in time, or the channel died after sending): it names the operation, to be
+    /// polled or retried with the same `Idempotency-Key`, never blindly retried.
+    pub fn outcome_unknown(operation_id: &str, error: &platform::bus::PublishError) -> Self {
+        tracing::warn!(operation_id, %error, "command publish unconfirmed; outcome unknown");
+        let mut problem = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome-unknown",
+            format!(
+                "the message broker did not confirm the command in time, so it may or may not \
+                 be applied: poll /v1/operations/{operation_id}, or retry with the same \
+                 Idempotency-Key"
+            ),
+        );
+        problem.operation_id = Some(operation_id.to_owned());
+        problem.retry_after = Some(1);
+        problem
+            .headers
+            .push(("location", format!("/v1/operations/{operation_id}")));
+        problem
+            .headers
+            .push(("operation-id", operation_id.to_owned()));
+        problem
+    }
+
     /// 504: no answer in time.
     pub fn timeout(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", detail)

@@ -42,6 +42,7 @@ impl Application {
             dispatcher,
             max_wait: config.max_wait,
             body_limit: config.body_limit,
+            body_timeout: config.http.body_timeout,
             verifier,
             limiter,
             hash: config.hash,
@@ -55,6 +56,7 @@ impl Application {
             routes::api(state),
             shutdown.clone(),
             Some(bus.metrics.clone()),
+            config.http,
         );
         tracing::info!(%addr, prefix = %config.bus.prefix, "gateway listening");
         Ok(Self {

@@ -85,6 +85,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
         routes,
         tokio_util::sync::CancellationToken::new(),
         None,
+        platform::http::HttpLimits::default(),
     );
     (format!("http://{address}/v1/traces"), spans)
 }

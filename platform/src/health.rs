@@ -20,13 +20,15 @@ pub async fn serve(
         warp::path!("livez").map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
     let ready_bus = bus.clone();
     let readyz = warp::path!("readyz").map(move || {
-        let (status, code) = if ready_bus.is_healthy() {
+        let broker = ready_bus.broker_state();
+        let (status, code) = if broker == crate::bus::BrokerState::Up {
             ("ready", StatusCode::OK)
         } else {
             ("not ready", StatusCode::SERVICE_UNAVAILABLE)
         };
+        let checks = serde_json::json!({"rabbitmq": broker.describe()});
         warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({"status": status})),
+            warp::reply::json(&serde_json::json!({"status": status, "checks": checks})),
             code,
         )
     });
@@ -53,6 +55,12 @@ pub async fn serve(
     });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let handle = crate::http::serve(listener, routes.unify(), cancel, None);
+    let handle = crate::http::serve(
+        listener,
+        routes.unify(),
+        cancel,
+        None,
+        crate::http::HttpLimits::default(),
+    );
     Ok((bound, handle))
 }

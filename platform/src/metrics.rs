@@ -86,6 +86,13 @@ pub struct OperationLabel {
     pub operation: String,
 }
 
+/// A single `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why, from a fixed set.
+    pub reason: String,
+}
+
 /// A single `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -128,10 +135,16 @@ pub struct Metrics {
     pub inbox_duplicates: Counter,
     /// Store operation duration.
     pub db_duration: Family<OperationLabel, Histogram, fn() -> Histogram>,
+    /// Open HTTP connections.
+    pub http_open_connections: Gauge,
+    /// HTTP connections refused at a cap, by which cap.
+    pub http_connections_refused: Family<ReasonLabel, Counter>,
     /// 1 while connected to the broker.
     pub broker_connected: Gauge,
     /// Broker reconnections.
     pub broker_reconnects: Counter,
+    /// 1 while the broker blocks this service's publishers (a resource alarm).
+    pub broker_blocked: Gauge,
     /// Users registered.
     pub registrations: Counter,
     /// Logins by outcome.
@@ -162,8 +175,11 @@ impl Metrics {
             outbox_oldest_age: Gauge::default(),
             inbox_duplicates: Counter::default(),
             db_duration: Family::new_with_constructor(latency_histogram),
+            http_open_connections: Gauge::default(),
+            http_connections_refused: Family::default(),
             broker_connected: Gauge::default(),
             broker_reconnects: Counter::default(),
+            broker_blocked: Gauge::default(),
             registrations: Counter::default(),
             logins: Family::default(),
             courses_created: Counter::default(),
@@ -182,6 +198,16 @@ impl Metrics {
             "switchyard_http_request_duration_seconds",
             "HTTP request duration",
             metrics.http_duration.clone(),
+        );
+        r.register(
+            "switchyard_http_open_connections",
+            "HTTP connections open",
+            metrics.http_open_connections.clone(),
+        );
+        r.register(
+            "switchyard_http_connections_refused",
+            "HTTP connections refused at a cap (reason: overall or per_client)",
+            metrics.http_connections_refused.clone(),
         );
         r.register(
             "switchyard_messages_published",
@@ -239,6 +265,11 @@ impl Metrics {
             metrics.broker_reconnects.clone(),
         );
         r.register(
+            "switchyard_broker_blocked",
+            "1 while RabbitMQ blocks this service's publishers (memory or disk alarm)",
+            metrics.broker_blocked.clone(),
+        );
+        r.register(
             "switchyard_registrations",
             "Users registered",
             metrics.registrations.clone(),
@@ -293,6 +324,15 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts a connection refused at a cap (`overall` or `per_client`).
+    pub fn observe_refused_connection(&self, cap: &str) {
+        self.http_connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: cap.to_owned(),
+            })
+            .inc();
+    }
+
     /// Records a store operation's duration.
     pub fn observe_db(&self, operation: &str, elapsed: Duration) {
         self.db_duration
@@ -315,42 +355,91 @@ pub fn unprefixed<'a>(prefix: &str, name: &'a str) -> &'a str {
 /// operation ids, typos) becomes `{id}`, and foreign paths become `other`, so random URLs
 /// cannot mint new series.
 pub fn route_template(path: &str) -> String {
-    const WORDS: [&str; 16] = [
-        "v1",
-        "courses",
-        "teachers",
-        "operations",
-        "auth",
-        "register",
-        "login",
-        "users",
-        "me",
-        "posts",
-        "reposts",
-        "timeline",
-        "livez",
-        "readyz",
-        "metrics",
-        "openapi.json",
-    ];
     let segments: Vec<&str> = path
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    match segments.first() {
-        None => return "/".into(),
-        Some(first) if !WORDS.contains(first) => return "other".into(),
-        _ => {}
-    }
     if segments.len() > 6 {
         return "other".into();
     }
     let parts: Vec<&str> = segments
         .iter()
-        .map(|s| if WORDS.contains(s) { *s } else { "{id}" })
+        .map(|s| if ROUTE_WORDS.contains(s) { *s } else { "{id}" })
         .collect();
-    format!("/{}", parts.join("/"))
+    let template = format!("/{}", parts.join("/"));
+    // Only templates that name a real route become label values: anything else (probes
+    // for `/wp-admin`, made-up shapes) shares one series.
+    if ROUTES.contains(&template.as_str()) {
+        template
+    } else {
+        "other".into()
+    }
+}
+
+/// Path segments that are part of a route (everything else is an id).
+const ROUTE_WORDS: [&str; 16] = [
+    "v1",
+    "courses",
+    "teachers",
+    "operations",
+    "auth",
+    "register",
+    "login",
+    "users",
+    "me",
+    "posts",
+    "reposts",
+    "timeline",
+    "livez",
+    "readyz",
+    "metrics",
+    "openapi.json",
+];
+
+/// Every route template the HTTP servers answer; the closed set of `route` label values
+/// (plus `other`).
+pub const ROUTES: [&str; 22] = [
+    "/",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/v1/auth/register",
+    "/v1/auth/login",
+    "/v1/users/me",
+    "/v1/users/{id}",
+    "/v1/users/{id}/posts",
+    "/v1/posts",
+    "/v1/posts/{id}",
+    "/v1/posts/{id}/reposts",
+    "/v1/timeline",
+    "/v1/courses",
+    "/v1/courses/{id}",
+    "/v1/teachers",
+    "/v1/teachers/{id}",
+    "/v1/teachers/{id}/courses",
+    "/v1/teachers/{id}/courses/{id}",
+    "/v1/operations/{id}",
+    "/v1/operations",
+];
+
+/// The `method` label: a standard method's name, `other` for anything else (a client may
+/// send any token as a method, and each would be a new series).
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +455,13 @@ mod tests {
             "/v1/teachers/{id}/courses/{id}"
         );
         assert_eq!(route_template("/wp-admin/setup.php"), "other");
+        assert_eq!(route_template("/v1/a/b/c"), "other");
+        assert_eq!(route_template("/v1/courses/a/b"), "other");
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"FROB").unwrap()),
+            "other"
+        );
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
         assert_eq!(route_template("/"), "/");
         assert_eq!(route_template("/v1/users/me"), "/v1/users/me");
     }
@@ -429,6 +525,7 @@ mod tests {
                 outcome: label("success"),
             })
             .inc();
+        metrics.observe_refused_connection("overall");
         let text = metrics.encode();
         for name in listed
             .lines()

@@ -58,14 +58,20 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(auth_limit(state.clone()))
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and(json_body::<Registration>(state.body_limit))
+        .and(json_body::<Registration>(
+            state.body_limit,
+            state.body_timeout,
+        ))
         .and_then(register);
     let login = warp::path!("v1" / "auth" / "login")
         .and(warp::post())
         .and(auth_limit(state.clone()))
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and(json_body::<Credentials>(state.body_limit))
+        .and(json_body::<Credentials>(
+            state.body_limit,
+            state.body_timeout,
+        ))
         .and_then(login);
     register.or(login).unify().boxed()
 }

@@ -43,7 +43,7 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and(json_body::<NewCourse>(state.body_limit))
+        .and(json_body::<NewCourse>(state.body_limit, state.body_timeout))
         .and_then(create);
     let list = warp::path!("v1" / "courses")
         .and(warp::get())
@@ -60,7 +60,10 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and(json_body::<CoursePatch>(state.body_limit))
+        .and(json_body::<CoursePatch>(
+            state.body_limit,
+            state.body_timeout,
+        ))
         .and_then(update);
     let delete = warp::path!("v1" / "courses" / String)
         .and(warp::delete())

@@ -17,11 +17,12 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
     let livez =
         warp::path!("livez").map(|| json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
     let readyz = warp::path!("readyz").map(move || {
-        let broker = state.dispatcher.bus().is_healthy();
+        let broker_state = state.dispatcher.bus().broker_state();
+        let broker = broker_state == platform::bus::BrokerState::Up;
         // Without the accounts' keys no authenticated request can be served.
         let keys = state.verifier.has_keys();
         let checks = serde_json::json!({
-            "rabbitmq": if broker { "up" } else { "down" },
+            "rabbitmq": broker_state.describe(),
             "token_keys": if keys { "loaded" } else { "missing" },
         });
         let (status, code) = if broker && keys {

@@ -12,7 +12,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
@@ -31,6 +30,8 @@ pub struct State {
     pub max_wait: Duration,
     /// Cap on body size.
     pub body_limit: u64,
+    /// Time a body may take to arrive.
+    pub body_timeout: Duration,
     /// Token verification.
     pub verifier: crate::auth::Verifier,
     /// Rate limits.
@@ -181,63 +182,113 @@ pub fn parse_prefer_wait(header: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// A JSON body of type `T`: size-limited, `application/json`, strictly decoded.
+/// A JSON body of type `T`: `application/json`, at most `limit` bytes (with a
+/// `Content-Length` or chunked), arriving within `timeout`, strictly decoded (no duplicate
+/// keys, no NUL, no unknown fields).
 fn json_body<T: DeserializeOwned + Send>(
     limit: u64,
+    timeout: Duration,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(limit)
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::bytes())
-        .and_then(|content_type: Option<String>, bytes: Bytes| async move {
-            let json = content_type.as_deref().is_some_and(|c| {
-                let media = c
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                media == "application/json"
-                    || (media.starts_with("application/") && media.ends_with("+json"))
-            });
-            if !json {
-                return Err(warp::reject::custom(Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported-media-type",
-                    "send the body as application/json",
-                )));
-            }
-            let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
-                warp::reject::custom(Problem::bad_request(format!("malformed JSON: {error}")))
-            })?;
-            // PostgreSQL cannot store a NUL character in text, and no field has a use
-            // for one: refuse it here rather than let a worker fail on it.
-            if contains_nul(&value) {
-                return Err(warp::reject::custom(Problem::invalid(
-                    "text must not contain NUL (\\u0000) characters",
-                )));
-            }
-            serde_json::from_value::<T>(value).map_err(|error| {
-                warp::reject::custom(Problem::invalid(format!("invalid body: {error}")))
-            })
-        })
+    warp::header::optional::<String>("content-type")
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .and_then(
+            move |content_type: Option<String>, length: Option<u64>, stream| async move {
+                let json = content_type.as_deref().is_some_and(|c| {
+                    let media = c
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase();
+                    media == "application/json"
+                        || (media.starts_with("application/") && media.ends_with("+json"))
+                });
+                if !json {
+                    return Err(warp::reject::custom(Problem::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported-media-type",
+                        "send the body as application/json",
+                    )));
+                }
+                if length.is_some_and(|n| n > limit) {
+                    return Err(warp::reject::custom(too_large(limit)));
+                }
+                let bytes = tokio::time::timeout(timeout, collect_body(stream, limit))
+                    .await
+                    .map_err(|_| {
+                        warp::reject::custom(Problem::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "body-timeout",
+                            format!("the body did not arrive within {} ms", timeout.as_millis()),
+                        ))
+                    })?
+                    .map_err(warp::reject::custom)?;
+                let value = crate::json::parse(&bytes).map_err(|error| {
+                    warp::reject::custom(match error {
+                        crate::json::StrictError::Malformed(detail) => {
+                            Problem::bad_request(format!("malformed JSON: {detail}"))
+                        }
+                        crate::json::StrictError::Refused(detail) => Problem::invalid(detail),
+                    })
+                })?;
+                serde_json::from_value::<T>(value).map_err(|error| {
+                    warp::reject::custom(Problem::invalid(format!("invalid body: {error}")))
+                })
+            },
+        )
 }
 
-/// Whether any string (or key) in `value` contains a NUL character.
-fn contains_nul(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(fields) => fields
-            .iter()
-            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
-        _ => false,
+fn too_large(limit: u64) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+        format!("request body is larger than {limit} bytes"),
+    )
+}
+
+/// Reads a body to its end, refusing it as soon as it passes `limit` bytes (a chunked
+/// body announces no length, so the limit is enforced while reading).
+async fn collect_body<S, B>(stream: S, limit: u64) -> Result<Vec<u8>, Problem>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures::StreamExt as _;
+    let mut stream = std::pin::pin!(stream);
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk
+            .map_err(|error| Problem::bad_request(format!("cannot read the body: {error}")))?;
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            if (body.len() + part.len()) as u64 > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
     }
+    Ok(body)
 }
 
-/// Parses an id from the path; a malformed one is a 400 that names it.
+/// Parses an id from the path. Only the hyphenated form (either case) is an id: other
+/// spellings of the same UUID (`urn:uuid:`, braces, no dashes) would make one resource
+/// answer to several paths and idempotency keys. A malformed one is a 400 that names it
+/// (shortened: an id is never echoed at length).
 fn parse_id(kind: &str, text: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(text)
-        .map_err(|_| Problem::bad_request(format!("{kind} id {text:?} is not a UUID")))
+    let hyphenated = text.len() == 36;
+    match Uuid::try_parse(text) {
+        Ok(id) if hyphenated => Ok(id),
+        _ => {
+            let shown: String = text.chars().take(40).collect();
+            let cut = if shown.len() < text.len() { "…" } else { "" };
+            Err(Problem::bad_request(format!(
+                "{kind} id {shown:?}{cut} is not a UUID (write it as 8-4-4-4-12 hex digits)"
+            )))
+        }
+    }
 }
 
 /// A JSON response with a status.

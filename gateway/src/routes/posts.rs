@@ -28,7 +28,7 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and(json_body::<NewPost>(state.body_limit))
+        .and(json_body::<NewPost>(state.body_limit, state.body_timeout))
         .and_then(create);
     let repost = warp::path!("v1" / "posts" / String / "reposts")
         .and(warp::post())

@@ -29,7 +29,10 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and(json_body::<NewTeacher>(state.body_limit))
+        .and(json_body::<NewTeacher>(
+            state.body_limit,
+            state.body_timeout,
+        ))
         .and_then(create);
     let list = warp::path!("v1" / "teachers")
         .and(warp::get())

@@ -363,6 +363,11 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// GETs `path` and returns the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).await.text().await.expect("body")
+    }
+
     /// Creates a course and returns its JSON, asserting success.
     pub async fn create_course(&self, code: &str) -> Value {
         let response = self

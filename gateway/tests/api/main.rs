@@ -4,9 +4,11 @@
 // Test helpers outside #[test] functions may fail loudly: a panic is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alarm;
 mod auth;
 mod courses;
 mod helpers;
+mod limits;
 mod openapi;
 mod resilience;
 mod robustness;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::BusConfig;
 pub use consumer::{ConsumerOptions, DeadLetter, Disposition, Handler, Incoming};
-pub use publisher::{Outgoing, PublishError, Publisher, Reply, ReplyError};
+pub use publisher::{BlockState, Outgoing, PublishError, Publisher, Reply, ReplyError};
 pub use topology::Topology;
 
 /// How often the supervisor looks at the connection and the publishing channels.
@@ -63,12 +63,69 @@ struct Link {
     state: watch::Sender<LinkState>,
     services: Mutex<Vec<ServiceQueues>>,
     closing: CancellationToken,
+    /// Set while the broker blocks this connection's publishers (a resource alarm).
+    blocked: Arc<BlockState>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct LinkState {
     generation: u64,
     connected: bool,
+}
+
+/// The broker connection as a readiness check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerState {
+    /// Connected; publishing works.
+    Up,
+    /// Connected, but the broker blocks publishing (`connection.blocked`), with its reason.
+    Blocked(String),
+    /// Not connected (a reconnection is under way).
+    Down,
+}
+
+impl BrokerState {
+    /// What `/readyz` shows for it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Up => "up".to_owned(),
+            Self::Blocked(reason) => format!("blocked: {reason}"),
+            Self::Down => "down".to_owned(),
+        }
+    }
+}
+
+/// Follows one connection's `connection.blocked` / `unblocked` notifications until the
+/// connection's event stream ends or the bus closes. While blocked, publishes fail at once
+/// (the broker would hold them for as long as the alarm lasts).
+async fn watch_blocking(
+    events: impl futures::Stream<Item = lapin::Event> + Send + 'static,
+    blocked: Arc<BlockState>,
+    metrics: Arc<crate::metrics::Metrics>,
+    closing: CancellationToken,
+) {
+    use futures::StreamExt as _;
+    let mut events = std::pin::pin!(events);
+    loop {
+        let event = tokio::select! {
+            () = closing.cancelled() => return,
+            event = events.next() => event,
+        };
+        match event {
+            None => return,
+            Some(lapin::Event::ConnectionBlocked(reason)) => {
+                tracing::warn!(%reason, "the broker blocks publishing; publishes fail until it unblocks");
+                blocked.block(reason);
+                metrics.broker_blocked.set(1);
+            }
+            Some(lapin::Event::ConnectionUnblocked) => {
+                tracing::info!("the broker unblocked publishing");
+                blocked.unblock();
+                metrics.broker_blocked.set(0);
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// The queues one service declared, replayed after a reconnection (a broker restarted
@@ -92,12 +149,14 @@ impl Bus {
         with_replies: bool,
     ) -> anyhow::Result<Self> {
         let metrics = crate::metrics::Metrics::new();
+        let blocked = Arc::new(BlockState::default());
         let publisher = Publisher::new(
             config.publish_channels,
             config.confirm_timeout,
             with_replies,
             metrics.clone(),
             &config.prefix,
+            blocked.clone(),
         );
         let (state, _) = watch::channel(LinkState::default());
         let bus = Self {
@@ -107,6 +166,7 @@ impl Bus {
                 state,
                 services: Mutex::new(Vec::new()),
                 closing: CancellationToken::new(),
+                blocked,
             }),
             topology: Topology::new(&config.prefix),
             publisher,
@@ -193,6 +253,14 @@ impl Bus {
     }
 
     fn install(&self, connection: Arc<Connection>) {
+        // A new connection starts unblocked; the broker says so again if the alarm holds.
+        self.link.blocked.unblock();
+        tokio::spawn(watch_blocking(
+            connection.events_listener(),
+            self.link.blocked.clone(),
+            self.metrics.clone(),
+            self.link.closing.clone(),
+        ));
         if let Ok(mut current) = self.link.current.write() {
             *current = Some(connection);
         }
@@ -288,18 +356,35 @@ impl Bus {
         }
     }
 
-    /// True while the connection and every publishing channel are usable.
+    /// True while the connection and every publishing channel are usable and the broker
+    /// does not block publishing.
     pub fn is_healthy(&self) -> bool {
-        self.link.state.borrow().connected
-            && self.current().is_some_and(|c| c.status().connected())
-            && self.publisher.is_healthy()
+        self.broker_state() == BrokerState::Up
     }
 
-    /// The metrics exposition, with the connection gauge brought up to date.
+    /// The connection as readiness reports it.
+    pub fn broker_state(&self) -> BrokerState {
+        let connected = self.link.state.borrow().connected
+            && self.current().is_some_and(|c| c.status().connected())
+            && self.publisher.is_healthy();
+        if !connected {
+            return BrokerState::Down;
+        }
+        match self.link.blocked.reason() {
+            Some(reason) => BrokerState::Blocked(reason),
+            None => BrokerState::Up,
+        }
+    }
+
+    /// The metrics exposition, with the connection gauges brought up to date.
     pub fn render_metrics(&self) -> String {
+        let state = self.broker_state();
         self.metrics
             .broker_connected
-            .set(i64::from(self.is_healthy()));
+            .set(i64::from(state != BrokerState::Down));
+        self.metrics
+            .broker_blocked
+            .set(i64::from(matches!(state, BrokerState::Blocked(_))));
         self.metrics.encode()
     }
 

@@ -30,6 +30,10 @@ use tracing::Instrument as _;
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Why a publish did not reach a queue.
+///
+/// Each variant says whether the message may still have been stored
+/// ([`PublishError::may_have_arrived`]): a caller that answers a client must not call a
+/// publish "failed" when the broker may yet deliver it.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// No queue is bound for the routing key (the broker returned a mandatory message).
@@ -38,15 +42,60 @@ pub enum PublishError {
     /// The broker refused to take responsibility for the message.
     #[error("the broker nacked the message")]
     Nacked,
-    /// No confirm arrived in time; the message may or may not have been stored.
+    /// The publish was sent but neither confirmed nor refused in time: the message may or
+    /// may not have been stored.
     #[error("no publisher confirm within {0:?}")]
     Timeout(Duration),
     /// The broker connection is down (a reconnection is under way): nothing was sent.
     #[error("the broker connection is down")]
     Unavailable,
-    /// The channel or connection failed.
+    /// The broker has blocked publishing (a memory or disk alarm): nothing was sent.
+    #[error("the broker is blocking publishers: {0}")]
+    Blocked(String),
+    /// The channel failed before the message was handed to it: nothing was sent.
     #[error("broker error: {0}")]
     Broker(#[from] lapin::Error),
+    /// The channel or connection failed after the message was handed to it: it may or
+    /// may not have been stored.
+    #[error("the channel failed while awaiting the confirm: {0}")]
+    Lost(lapin::Error),
+}
+
+impl PublishError {
+    /// True when the broker may have stored the message despite the error (no confirm in
+    /// time, or the channel died after the send), so the effect may still happen.
+    pub fn may_have_arrived(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Lost(_))
+    }
+}
+
+/// Whether the broker has blocked this connection's publishers (`connection.blocked`),
+/// and why. Shared by the bus, which learns it from the connection's events, and the
+/// publisher, which refuses to send while it is set.
+#[derive(Debug, Default)]
+pub struct BlockState {
+    reason: RwLock<Option<String>>,
+}
+
+impl BlockState {
+    /// Records the broker's reason for blocking.
+    pub fn block(&self, reason: String) {
+        if let Ok(mut current) = self.reason.write() {
+            *current = Some(reason);
+        }
+    }
+
+    /// Publishing is allowed again.
+    pub fn unblock(&self) {
+        if let Ok(mut current) = self.reason.write() {
+            *current = None;
+        }
+    }
+
+    /// The broker's reason while blocked.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.read().ok().and_then(|r| r.clone())
+    }
 }
 
 /// Why a request got no answer.
@@ -133,16 +182,20 @@ pub struct Publisher {
     replies: bool,
     metrics: Arc<Metrics>,
     prefix: Arc<str>,
+    blocked: Arc<BlockState>,
 }
 
 impl Publisher {
     /// A publisher of `count` confirm-mode channels, none open yet (see [`Self::reopen`]).
+    /// `confirm_timeout` bounds each publish as a whole: handing the message to the
+    /// channel (which stalls while the broker blocks the connection) and the confirm.
     pub fn new(
         count: usize,
         confirm_timeout: Duration,
         replies: bool,
         metrics: Arc<Metrics>,
         prefix: &str,
+        blocked: Arc<BlockState>,
     ) -> Self {
         Self {
             channels: Arc::default(),
@@ -153,6 +206,7 @@ impl Publisher {
             replies,
             metrics,
             prefix: Arc::from(prefix),
+            blocked,
         }
     }
 
@@ -220,6 +274,8 @@ impl Publisher {
             Err(PublishError::Unroutable(_)) => "unroutable",
             Err(PublishError::Nacked) => "nacked",
             Err(PublishError::Unavailable) => "unavailable",
+            Err(PublishError::Blocked(_)) => "blocked",
+            Err(PublishError::Timeout(_)) => "timeout",
             Err(_) => "failed",
         };
         let labels = PublishLabels {
@@ -240,6 +296,9 @@ impl Publisher {
     /// The next open channel, round robin; none while the broker is away, so a caller
     /// fails at once instead of waiting on a dead socket.
     fn channel(&self) -> Result<Channel, PublishError> {
+        if let Some(reason) = self.blocked.reason() {
+            return Err(PublishError::Blocked(reason));
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let channels = self
             .channels
@@ -307,17 +366,32 @@ impl Publisher {
         let properties = BasicProperties::default()
             .with_correlation_id(correlation_id.into())
             .with_content_type(contracts::envelope::CONTENT_TYPE_JSON.into());
-        let confirm = self
-            .channel()?
-            .basic_publish(
-                "".into(),
-                reply_to.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await?;
-        self.await_confirm(confirm, reply_to).await
+        let channel = self.channel()?;
+        self.bounded(async {
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    reply_to.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await?;
+            Self::await_confirm(confirm, reply_to).await
+        })
+        .await
+    }
+
+    /// Runs one publish (send and confirm) under the confirm timeout. A publish cut off
+    /// by the timeout may have been handed to the channel, so it counts as a timeout (the
+    /// message may yet arrive), never as "not sent".
+    async fn bounded(
+        &self,
+        publish: impl std::future::Future<Output = Result<(), PublishError>>,
+    ) -> Result<(), PublishError> {
+        tokio::time::timeout(self.confirm_timeout, publish)
+            .await
+            .unwrap_or(Err(PublishError::Timeout(self.confirm_timeout)))
     }
 
     async fn publish_on(
@@ -366,17 +440,20 @@ impl Publisher {
             ..Default::default()
         };
         let result = async {
-            let confirm = self
-                .channel()?
-                .basic_publish(
-                    message.exchange.into(),
-                    message.routing_key.into(),
-                    options,
-                    message.body,
-                    properties,
-                )
-                .await?;
-            self.await_confirm(confirm, message.routing_key).await
+            let channel = self.channel()?;
+            self.bounded(async {
+                let confirm = channel
+                    .basic_publish(
+                        message.exchange.into(),
+                        message.routing_key.into(),
+                        options,
+                        message.body,
+                        properties,
+                    )
+                    .await?;
+                Self::await_confirm(confirm, message.routing_key).await
+            })
+            .await
         }
         .instrument(span)
         .await;
@@ -385,13 +462,10 @@ impl Publisher {
     }
 
     async fn await_confirm(
-        &self,
         confirm: PublisherConfirm,
         routing_key: &str,
     ) -> Result<(), PublishError> {
-        let confirmation = tokio::time::timeout(self.confirm_timeout, confirm)
-            .await
-            .map_err(|_| PublishError::Timeout(self.confirm_timeout))??;
+        let confirmation = confirm.await.map_err(PublishError::Lost)?;
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable(routing_key.to_owned())),
@@ -443,17 +517,20 @@ impl Publisher {
             ..Default::default()
         };
         let result = async {
-            let confirm = self
-                .channel()?
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    options,
-                    body,
-                    properties,
-                )
-                .await?;
-            self.await_confirm(confirm, routing_key).await
+            let channel = self.channel()?;
+            self.bounded(async {
+                let confirm = channel
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        options,
+                        body,
+                        properties,
+                    )
+                    .await?;
+                Self::await_confirm(confirm, routing_key).await
+            })
+            .await
         }
         .await;
         self.record(exchange, routing_key, &result);
