@@ -45,8 +45,16 @@ pub mod queries {
     pub const JWKS_GET: &str = "accounts.jwks.get";
     /// The outcome of an operation.
     pub const OPERATION_GET: &str = "accounts.operation.get";
+    /// Users deleted since a point in time (their tokens are revoked).
+    pub const USER_REVOCATIONS: &str = "accounts.user.revocations";
     /// Every query key.
-    pub const ALL: [&str; 4] = [USER_LOGIN, USER_GET, JWKS_GET, OPERATION_GET];
+    pub const ALL: [&str; 5] = [
+        USER_LOGIN,
+        USER_GET,
+        JWKS_GET,
+        OPERATION_GET,
+        USER_REVOCATIONS,
+    ];
 }
 
 /// What a user may do.
@@ -146,6 +154,40 @@ pub enum AccountsQuery {
     /// See [`queries::OPERATION_GET`].
     #[serde(rename = "accounts.operation.get")]
     GetOperation(crate::catalog::OperationRef),
+    /// See [`queries::USER_REVOCATIONS`].
+    #[serde(rename = "accounts.user.revocations")]
+    Revocations(RevocationsSince),
+}
+
+/// Body of `accounts.user.revocations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationsSince {
+    /// Only deletions after this instant; `None` for every deletion whose tokens may still
+    /// be valid (within the token lifetime).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Answer to `accounts.user.revocations`: users whose tokens must no longer be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revocations {
+    /// Deleted users, with when they were deleted.
+    pub users: Vec<RevokedUser>,
+    /// The instant the list is complete up to: the next `since`.
+    pub as_of: chrono::DateTime<chrono::Utc>,
+    /// Token lifetime: an entry older than this can no longer match a valid token.
+    pub token_ttl_secs: u64,
+}
+
+/// One deleted user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedUser {
+    /// The user.
+    pub user_id: Uuid,
+    /// When the account was deleted.
+    pub deleted_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl AccountsQuery {
@@ -156,6 +198,7 @@ impl AccountsQuery {
             Self::GetUser(_) => queries::USER_GET,
             Self::Jwks(_) => queries::JWKS_GET,
             Self::GetOperation(_) => queries::OPERATION_GET,
+            Self::Revocations(_) => queries::USER_REVOCATIONS,
         }
     }
 }
@@ -309,6 +352,7 @@ mod tests {
             AccountsQuery::GetUser(UserRef { user_id: id }),
             AccountsQuery::Jwks(Empty {}),
             AccountsQuery::GetOperation(crate::catalog::OperationRef { operation_id: id }),
+            AccountsQuery::Revocations(RevocationsSince { since: None }),
         ];
         for query in &queries {
             assert_eq!(

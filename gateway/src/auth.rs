@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use contracts::accounts::{self, AUDIENCE, AccountsQuery, Claims, Empty, ISSUER, Role};
+use contracts::accounts::{
+    self, AUDIENCE, AccountsQuery, Claims, Empty, ISSUER, Revocations, RevocationsSince, Role,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -40,6 +42,9 @@ pub enum AuthError {
     /// No keys loaded yet (accounts unreachable since startup).
     #[error("token verification is not available yet")]
     Unavailable,
+    /// The token's user was deleted.
+    #[error("the bearer token's user was deleted")]
+    Revoked,
 }
 
 /// One JWK as published by accounts (OKP / Ed25519).
@@ -56,13 +61,28 @@ struct JwkSet {
     keys: Vec<Jwk>,
 }
 
-/// The verification keys and their refresher.
+/// The verification keys and their refresher, and the users whose tokens are revoked.
 #[derive(Clone)]
 pub struct Verifier {
     keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
     refresh: Arc<Notify>,
     validation: Arc<Validation>,
+    revoked: Arc<RwLock<Revoked>>,
 }
+
+/// Deleted users whose tokens may still be unexpired, fed by accounts.
+#[derive(Debug, Default)]
+struct Revoked {
+    users: HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
+    /// Where the next fetch starts; `None` until the first complete one.
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the list was last brought up to date.
+    fresh_at: Option<std::time::Instant>,
+}
+
+/// How far back each incremental fetch reaches before the last one's end: a deletion
+/// committed just after a fetch may carry a slightly earlier timestamp.
+const REVOCATION_OVERLAP_SECS: i64 = 30;
 
 impl Default for Verifier {
     fn default() -> Self {
@@ -76,6 +96,7 @@ impl Default for Verifier {
             keys: Arc::default(),
             refresh: Arc::new(Notify::new()),
             validation: Arc::new(validation),
+            revoked: Arc::default(),
         }
     }
 }
@@ -116,11 +137,101 @@ impl Verifier {
                 }
             })?;
         let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid)?;
+        if self
+            .revoked
+            .read()
+            .is_ok_and(|r| r.users.contains_key(&user_id))
+        {
+            return Err(AuthError::Revoked);
+        }
         Ok(Principal {
             user_id,
             name: data.claims.name,
             role: data.claims.role,
         })
+    }
+
+    /// Revokes a user's tokens at once (this replica saw the deletion itself).
+    pub fn revoke(&self, user_id: Uuid) {
+        if let Ok(mut revoked) = self.revoked.write() {
+            revoked.users.insert(user_id, chrono::Utc::now());
+        }
+    }
+
+    /// Seconds since the revocation list was last brought up to date, if ever.
+    pub fn revocations_age(&self) -> Option<Duration> {
+        self.revoked
+            .read()
+            .ok()
+            .and_then(|r| r.fresh_at)
+            .map(|t| t.elapsed())
+    }
+
+    fn install_revocations(&self, answer: Revocations) {
+        let Ok(mut revoked) = self.revoked.write() else {
+            return;
+        };
+        for user in answer.users {
+            revoked.users.insert(user.user_id, user.deleted_at);
+        }
+        let ttl = i64::try_from(answer.token_ttl_secs).unwrap_or(i64::MAX / 2);
+        // An entry older than the token lifetime (plus the verifier's leeway) can no
+        // longer match an unexpired token.
+        let horizon = answer.as_of - chrono::Duration::seconds(ttl.saturating_add(120));
+        revoked.users.retain(|_, deleted_at| *deleted_at > horizon);
+        revoked.as_of = Some(answer.as_of);
+        revoked.fresh_at = Some(std::time::Instant::now());
+    }
+
+    /// Keeps the revocation list current: asks accounts for users deleted since the last
+    /// answer every `interval` (a deleted user's token stops working within about that
+    /// long on every replica), more often while the first fetch has not succeeded.
+    pub async fn run_revocations(
+        self,
+        dispatcher: Dispatcher,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) {
+        let context = RequestContext {
+            request_id: "revocations-refresh".into(),
+            ..Default::default()
+        };
+        let mut failures = 0u32;
+        loop {
+            let since = self
+                .revoked
+                .read()
+                .ok()
+                .and_then(|r| r.as_of)
+                .map(|t| t - chrono::Duration::seconds(REVOCATION_OVERLAP_SECS));
+            let query = AccountsQuery::Revocations(RevocationsSince { since });
+            let next = match dispatcher
+                .query(accounts::queries::USER_REVOCATIONS, &query, &context)
+                .await
+                .map(serde_json::from_value::<Revocations>)
+            {
+                Ok(Ok(answer)) => {
+                    self.install_revocations(answer);
+                    failures = 0;
+                    interval
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "accounts answered an unreadable revocation list");
+                    interval
+                }
+                Err(problem) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures.is_multiple_of(30) {
+                        tracing::warn!(detail = %problem.detail, "cannot fetch token revocations from accounts");
+                    }
+                    interval.min(Duration::from_millis(500))
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(next) => {}
+            }
+        }
     }
 
     fn install(&self, set: JwkSet) -> usize {

@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub hash: platform::password::HashParams,
     /// How often the token keys are refreshed from accounts.
     pub jwks_refresh: Duration,
+    /// How often the list of deleted users (revoked tokens) is refreshed.
+    pub revocation_refresh: Duration,
     /// How long open requests may run on after SIGTERM.
     pub grace: Duration,
     /// Timeouts and connection caps of the HTTP server.
@@ -85,6 +87,12 @@ impl GatewayConfig {
                 "JWKS_REFRESH_MS",
                 Duration::from_secs(300),
                 1_000..=86_400_000,
+            )?,
+            revocation_refresh: millis_or(
+                source,
+                "REVOCATION_REFRESH_MS",
+                Duration::from_secs(2),
+                100..=600_000,
             )?,
             // Long enough for a `Prefer: wait` request (≤ 30 s) to get its answer.
             grace: millis_or(source, "GRACE_MS", Duration::from_secs(31), 0..=300_000)?,

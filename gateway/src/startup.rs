@@ -37,6 +37,11 @@ impl Application {
             config.jwks_refresh,
             shutdown.clone(),
         ));
+        tokio::spawn(verifier.clone().run_revocations(
+            dispatcher.clone(),
+            config.revocation_refresh,
+            shutdown.clone(),
+        ));
         tokio::spawn(limiter.clone().run_cleanup(shutdown.clone()));
         let state = Arc::new(State {
             dispatcher,

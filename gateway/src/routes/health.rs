@@ -21,7 +21,13 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         let broker = broker_state == platform::bus::BrokerState::Up;
         // Without the accounts' keys no authenticated request can be served.
         let keys = state.verifier.has_keys();
+        // Informational: a stale list still refuses every user it knows to be deleted.
+        let revocations = match state.verifier.revocations_age() {
+            Some(age) => format!("updated {} ms ago", age.as_millis()),
+            None => "not fetched yet".to_owned(),
+        };
         let checks = serde_json::json!({
+            "revocations": revocations,
             "rabbitmq": broker_state.describe(),
             "token_keys": if keys { "loaded" } else { "missing" },
         });

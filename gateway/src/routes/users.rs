@@ -84,6 +84,13 @@ async fn delete(
                     &context,
                 )
                 .await?;
+            // Seen succeed here: this replica refuses the user's tokens at once, without
+            // waiting for its next revocation fetch.
+            if let crate::dispatch::Submitted::Completed { outcome, .. } = &result
+                && outcome.status == contracts::OutcomeStatus::Succeeded
+            {
+                state.verifier.revoke(user_id);
+            }
             Ok(submitted(result, OnSuccess::NoContent))
         }
         .await,

@@ -7,6 +7,7 @@
 mod alarm;
 mod auth;
 mod courses;
+mod deletion;
 mod helpers;
 mod limits;
 mod openapi;

@@ -73,12 +73,61 @@ pub async fn credentials<C: GenericClient + Sync>(
     }))
 }
 
-/// Deletes a user; false when there was none.
+/// Deletes a user and remembers the deletion; false when there was none.
 pub async fn delete<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
-    Ok(client
+    let deleted = client
         .execute("DELETE FROM users WHERE id = $1", &[&id])
         .await?
-        == 1)
+        == 1;
+    if deleted {
+        client
+            .execute(
+                "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&id],
+            )
+            .await?;
+    }
+    Ok(deleted)
+}
+
+/// Whether `id` belonged to a deleted user.
+pub async fn was_deleted<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
+    Ok(client
+        .query_opt("SELECT 1 FROM deleted_users WHERE id = $1", &[&id])
+        .await?
+        .is_some())
+}
+
+/// Users deleted after `since` (and not before `not_before`), oldest first, with the
+/// database's clock at the time of the read (the next `since`).
+pub async fn deleted_since<C: GenericClient + Sync>(
+    client: &C,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<
+    (
+        Vec<(Uuid, chrono::DateTime<chrono::Utc>)>,
+        chrono::DateTime<chrono::Utc>,
+    ),
+    Error,
+> {
+    // statement_timestamp() is read in the same statement as the rows, so a deletion
+    // committed later is after it; one committed earlier with an older timestamp is
+    // covered by the overlap the caller keeps (see the gateway's revocation feed).
+    let rows = client
+        .query(
+            "SELECT id, deleted_at, statement_timestamp() FROM deleted_users
+             WHERE deleted_at > $1 ORDER BY deleted_at LIMIT 10000",
+            &[&since],
+        )
+        .await?;
+    let now = match rows.first() {
+        Some(row) => row.get(2),
+        None => client
+            .query_one("SELECT statement_timestamp()", &[])
+            .await?
+            .get(0),
+    };
+    Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), now))
 }
 
 /// Whether any admin exists.

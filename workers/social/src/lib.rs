@@ -10,7 +10,7 @@ pub use config::SocialConfig;
 pub use startup::Application;
 
 /// The social schema, after the shared messaging tables.
-pub const MIGRATIONS: [platform::pg::migrate::Migration; 2] = [
+pub const MIGRATIONS: [platform::pg::migrate::Migration; 3] = [
     platform::pg::migrate::Migration {
         version: 100,
         name: "social",
@@ -20,5 +20,10 @@ pub const MIGRATIONS: [platform::pg::migrate::Migration; 2] = [
         version: 101,
         name: "timeline order",
         sql: include_str!("../migrations/0101_timeline_order.sql"),
+    },
+    platform::pg::migrate::Migration {
+        version: 102,
+        name: "deleted users",
+        sql: include_str!("../migrations/0102_deleted_users.sql"),
     },
 ];

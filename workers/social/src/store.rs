@@ -63,6 +63,27 @@ pub async fn author_role<C: GenericClient + Sync>(
         .map(|row| row.get(0)))
 }
 
+/// Records that a user was deleted (idempotent).
+pub async fn tombstone<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<(), Error> {
+    client
+        .execute(
+            "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Whether a user was deleted. Read after writing the author row: a deletion running
+/// concurrently either is visible here (committed first) or, through the posts' foreign
+/// key, removes what this transaction writes (see `handlers::commands`).
+pub async fn is_deleted<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
+    Ok(client
+        .query_opt("SELECT 1 FROM deleted_users WHERE id = $1", &[&id])
+        .await?
+        .is_some())
+}
+
 /// Deletes an author with all their posts (and the reposts of those).
 pub async fn delete_author<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<u64, Error> {
     client

@@ -115,6 +115,12 @@ async fn register_user(
             "only an admin may grant the teacher or admin role",
         )));
     }
+    if store::was_deleted(tx, register.user_id).await? {
+        return Ok(Effect::Rejected(Rejection::conflict(format!(
+            "user {} was deleted; register again without the same Idempotency-Key",
+            register.user_id
+        ))));
+    }
     let user = User {
         id: register.user_id,
         email: register.email.to_lowercase(),

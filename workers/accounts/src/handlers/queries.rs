@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::accounts::{AccountsQuery, Login, SCHEMA_VERSION};
+use contracts::accounts::{AccountsQuery, Login, Revocations, RevokedUser, SCHEMA_VERSION};
 use contracts::{QueryReply, Rejection};
 use platform::bus::consumer::decode_body;
 use platform::bus::{Disposition, Handler, Incoming};
@@ -67,6 +67,26 @@ impl QueryHandler {
             AccountsQuery::Jwks(_) => QueryReply::Ok {
                 body: self.keys.jwks(),
             },
+            AccountsQuery::Revocations(request) => {
+                let ttl = chrono::Duration::from_std(self.token_ttl)
+                    .unwrap_or_else(|_| chrono::Duration::hours(1));
+                // Tokens issued before a deletion live at most the token lifetime.
+                let oldest = chrono::Utc::now() - ttl - chrono::Duration::minutes(1);
+                let since = request.since.map_or(oldest, |s| s.max(oldest));
+                let client = self.pool.get().await?;
+                let (rows, as_of) = store::deleted_since(&client, since).await?;
+                ok(&Revocations {
+                    users: rows
+                        .into_iter()
+                        .map(|(user_id, deleted_at)| RevokedUser {
+                            user_id,
+                            deleted_at,
+                        })
+                        .collect(),
+                    as_of,
+                    token_ttl_secs: self.token_ttl.as_secs(),
+                })
+            }
             AccountsQuery::GetOperation(op) => {
                 let client = self.pool.get().await?;
                 match find_outcome(&client, op.operation_id).await? {

@@ -3,11 +3,20 @@
 use contracts::catalog::{CatalogCommand, SCHEMA_VERSION};
 use contracts::{Outcome, Rejection};
 use mongodb::bson::doc;
-use platform::bus::consumer::decode_body;
+use platform::bus::consumer::{DeadLetter, decode_body, reasons};
 use platform::bus::{Bus, Disposition, Handler, Incoming};
 use tracing::Instrument as _;
 
+use crate::store::operations::Claim;
 use crate::store::{Effect, Store, StoreError, courses, operations, outbox, teachers};
+
+/// The acting user of a command, if it names one.
+fn actor(envelope: &contracts::Envelope) -> Option<uuid::Uuid> {
+    envelope
+        .actor
+        .as_deref()
+        .and_then(|a| uuid::Uuid::parse_str(a).ok())
+}
 
 /// Handles the catalog command queue.
 pub struct CommandHandler {
@@ -91,14 +100,40 @@ impl Handler for CommandHandler {
 impl CommandHandler {
     async fn decide(&self, incoming: Incoming, command: CatalogCommand) -> Disposition {
         let operation_id = incoming.envelope.message_id;
-        match operations::get(&self.store, operation_id).await {
-            Ok(Some(outcome)) => {
+        let digest = operations::digest(&incoming.body);
+        match operations::claim(&self.store, operation_id, &digest).await {
+            Ok(Claim::Recorded(outcome)) => {
                 self.bus.metrics.inbox_duplicates.inc();
                 tracing::info!("duplicate command, answering with the recorded outcome");
                 return reply(&outcome);
             }
-            Ok(None) => {}
+            Ok(Claim::Mismatch) => {
+                return Disposition::Dead(DeadLetter::new(
+                    reasons::REJECTED,
+                    format!("message id {operation_id} was already used for another command"),
+                ));
+            }
+            Ok(Claim::Fresh) => {}
             Err(error) => return Disposition::Retry(error.to_string()),
+        }
+        if let Some(actor) = actor(&incoming.envelope) {
+            match self.store.is_deleted_user(actor).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let rejection = Rejection::forbidden(format!("user {actor} was deleted"));
+                    return match operations::record(
+                        &self.store,
+                        operation_id,
+                        Effect::Rejected(rejection),
+                    )
+                    .await
+                    {
+                        Ok(outcome) => reply(&outcome),
+                        Err(error) => Disposition::Retry(error.to_string()),
+                    };
+                }
+                Err(error) => return Disposition::Retry(error.to_string()),
+            }
         }
         let started = std::time::Instant::now();
         let span = tracing::info_span!(

@@ -7,7 +7,9 @@ use platform::bus::consumer::decode_body;
 use platform::bus::{Disposition, Handler, Incoming};
 use tracing::Instrument as _;
 
-use crate::store::{Effect, Store, teachers};
+use contracts::Rejection;
+
+use crate::store::{Effect, Store, StoreError, teachers};
 
 /// The events the catalog subscribes to.
 pub const SUBSCRIPTIONS: [&str; 2] = [
@@ -45,18 +47,35 @@ impl Handler for EventHandler {
             message_type = %envelope.message_type,
             request_id = envelope.request_id.as_deref().unwrap_or(""),
         );
-        let result = async {
+        let result: Result<Effect, StoreError> = async {
             match event {
                 AccountsEvent::UserRegistered(user) if user.role == Role::Teacher => {
+                    // The user's deletion may have been handled first (events of two
+                    // transactions arrive in any order): it wins. Checked before and
+                    // after creating, since a deletion may run in between.
+                    if self.store.is_deleted_user(user.id).await? {
+                        return Ok(Effect::Rejected(Rejection::conflict(format!(
+                            "user {} was deleted",
+                            user.id
+                        ))));
+                    }
                     let command = CreateTeacher {
                         teacher_id: user.id,
                         name: user.display_name,
                         email: user.email,
                     };
-                    teachers::create(&self.store, envelope, &command).await
+                    let created = teachers::create(&self.store, envelope, &command).await?;
+                    if self.store.is_deleted_user(user.id).await? {
+                        let teacher = TeacherRef {
+                            teacher_id: user.id,
+                        };
+                        teachers::delete(&self.store, envelope, &teacher).await?;
+                    }
+                    Ok(created)
                 }
                 AccountsEvent::UserRegistered(_) => Ok(Effect::Applied(None)),
                 AccountsEvent::UserDeleted(user) => {
+                    self.store.tombstone_user(user.user_id).await?;
                     teachers::delete(
                         &self.store,
                         envelope,

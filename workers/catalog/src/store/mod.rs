@@ -63,6 +63,8 @@ pub struct Store {
     pub teachers: Collection<Document>,
     /// Outcomes of handled operations, keyed by operation id.
     pub operations: Collection<Document>,
+    /// Ids of deleted users: a deletion wins over whatever about that user arrives later.
+    pub deleted_users: Collection<Document>,
 }
 
 impl Store {
@@ -74,6 +76,7 @@ impl Store {
             courses: db.collection("courses"),
             teachers: db.collection("teachers"),
             operations: db.collection("operations"),
+            deleted_users: db.collection("deleted_users"),
             db,
         };
         let unique = IndexOptions::builder().unique(true).build();
@@ -96,6 +99,25 @@ impl Store {
             )
             .await?;
         Ok(store)
+    }
+
+    /// Records that a user was deleted (idempotent).
+    pub async fn tombstone_user(&self, id: uuid::Uuid) -> Result<(), StoreError> {
+        let document = doc! {"_id": id.to_string(), "deleted_at": mongodb::bson::DateTime::now()};
+        match self.deleted_users.insert_one(document).await {
+            Ok(_) => Ok(()),
+            Err(error) if is_duplicate_key(&error) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Whether a user was deleted.
+    pub async fn is_deleted_user(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .deleted_users
+            .find_one(doc! {"_id": id.to_string()})
+            .await?
+            .is_some())
     }
 
     /// Round trip to the server, for readiness.

@@ -1,5 +1,9 @@
 //! Outcomes of handled operations: the worker's inbox and the source of
 //! `GET /v1/operations/{id}`.
+//!
+//! A command's message id is claimed (with a digest of its body) before anything is
+//! applied, so a second message with the same id but other content is refused instead of
+//! applied to another document; the outcome is then recorded on the claim.
 
 use contracts::{Outcome, OutcomeStatus};
 use mongodb::bson::{Bson, Document, doc};
@@ -7,7 +11,8 @@ use uuid::Uuid;
 
 use super::{Effect, Store, StoreError};
 
-/// The recorded outcome of `operation_id`, if it was handled.
+/// The recorded outcome of `operation_id`, if it was handled (a claim without an outcome
+/// is still in flight, or its worker died before recording).
 pub async fn get(store: &Store, operation_id: Uuid) -> Result<Option<Outcome>, StoreError> {
     let Some(document) = store
         .operations
@@ -16,11 +21,62 @@ pub async fn get(store: &Store, operation_id: Uuid) -> Result<Option<Outcome>, S
     else {
         return Ok(None);
     };
+    if !document.contains_key("status") {
+        return Ok(None);
+    }
     decode(&document).map(Some)
+}
+
+/// What claiming a message id found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Ours to apply: new, or claimed earlier for the same body by a delivery that never
+    /// recorded an outcome (applying again is safe: each document remembers what it
+    /// applied).
+    Fresh,
+    /// Handled before: its outcome.
+    Recorded(Outcome),
+    /// The id was claimed for a different body.
+    Mismatch,
+}
+
+/// A digest of a message body, stored with its claim.
+pub fn digest(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(body)[..16])
+}
+
+/// Claims `operation_id` for a body with `digest`.
+pub async fn claim(store: &Store, operation_id: Uuid, digest: &str) -> Result<Claim, StoreError> {
+    let id = operation_id.to_string();
+    let claim = doc! {"_id": &id, "claim": digest, "claimed_at": mongodb::bson::DateTime::now()};
+    match store.operations.insert_one(claim).await {
+        Ok(_) => return Ok(Claim::Fresh),
+        Err(error) if super::is_duplicate_key(&error) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let Some(existing) = store.operations.find_one(doc! {"_id": &id}).await? else {
+        // Removed in between (never happens in practice); treat as new.
+        return Ok(Claim::Fresh);
+    };
+    if existing.contains_key("status") {
+        // Outcomes recorded before claims existed carry no digest: trust them.
+        if existing.get_str("claim").is_ok_and(|d| d != digest) {
+            return Ok(Claim::Mismatch);
+        }
+        return decode(&existing).map(Claim::Recorded);
+    }
+    if existing.get_str("claim").is_ok_and(|d| d == digest) {
+        Ok(Claim::Fresh)
+    } else {
+        Ok(Claim::Mismatch)
+    }
 }
 
 fn decode(document: &Document) -> Result<Outcome, StoreError> {
     let mut document = document.clone();
+    document.remove("claim");
+    document.remove("claimed_at");
     let id = document.remove("_id").unwrap_or(Bson::Null);
     document.insert("operation_id", id);
     // The outcome is stored as JSON-shaped BSON; go through serde_json to get it back.
@@ -52,15 +108,15 @@ pub async fn record(
         _ => Document::new(),
     };
     fields.remove("operation_id");
+    // On the claim, and only if no outcome is there yet: the first record wins.
     let written = store
         .operations
         .update_one(
-            doc! {"_id": operation_id.to_string()},
-            doc! {"$setOnInsert": fields},
+            doc! {"_id": operation_id.to_string(), "status": {"$exists": false}},
+            doc! {"$set": fields},
         )
-        .upsert(true)
         .await?;
-    if written.upserted_id.is_some() {
+    if written.modified_count == 1 {
         return Ok(outcome);
     }
     // Another delivery of the same operation recorded first; answer with its outcome.

@@ -70,6 +70,19 @@ fn no_actor() -> Effect {
     Effect::Rejected(Rejection::forbidden("posting needs an authenticated user"))
 }
 
+fn deleted_actor(author: uuid::Uuid) -> Effect {
+    Effect::Rejected(Rejection::forbidden(format!(
+        "user {author} was deleted and can no longer post"
+    )))
+}
+
+// A deleted user must not come back through a post queued before the deletion or sent
+// with a token issued before it. The author row is written first and the tombstone read
+// after: if the deletion committed first, the tombstone is visible and the transaction
+// rolls back; if it is still running, the post's foreign key waits for it and fails (a
+// transient error: the retry sees the tombstone); if this transaction commits first, the
+// deletion's cascade removes what it wrote.
+
 async fn create(
     tx: &Transaction<'_>,
     envelope: &Envelope,
@@ -79,6 +92,9 @@ async fn create(
         return Ok(no_actor());
     };
     store::upsert_author(tx, author, &post.author_name, None).await?;
+    if store::is_deleted(tx, author).await? {
+        return Ok(deleted_actor(author));
+    }
     store::insert_post(tx, post.post_id, author, &post.body, None).await?;
     let Some(created) = store::get(tx, post.post_id).await? else {
         return Err(Transient("post vanished inside its own transaction".into()));
@@ -104,6 +120,9 @@ async fn repost_post(
     // A repost of a repost counts for the original, like everywhere else.
     let root = original.repost_of.unwrap_or(original.id);
     store::upsert_author(tx, author, &repost.author_name, None).await?;
+    if store::is_deleted(tx, author).await? {
+        return Ok(deleted_actor(author));
+    }
     if !store::insert_post(tx, repost.post_id, author, &original.body, Some(root)).await? {
         return Ok(Effect::Rejected(Rejection::conflict(format!(
             "you already reposted post {root}"

@@ -100,13 +100,23 @@ impl Handler for EventHandler {
     }
 }
 
+/// A registration delivered after the same user's deletion (events of two transactions
+/// may arrive in any order) must not bring the author back.
 async fn registered(tx: &Transaction<'_>, user: User) -> Result<Effect, Transient> {
     store::upsert_author(tx, user.id, &user.display_name, Some(user.role.as_str())).await?;
+    if store::is_deleted(tx, user.id).await? {
+        tracing::info!(user_id = %user.id, "registration of a deleted user ignored");
+        return Ok(Effect::Rejected(Rejection::conflict(format!(
+            "user {} was deleted",
+            user.id
+        ))));
+    }
     tracing::info!(user_id = %user.id, "author known");
     Ok(Effect::Applied(None))
 }
 
 async fn deleted(tx: &Transaction<'_>, user: UserRef) -> Result<Effect, Transient> {
+    store::tombstone(tx, user.user_id).await?;
     let removed = store::delete_author(tx, user.user_id).await?;
     tracing::info!(user_id = %user.user_id, removed, "author and their posts removed");
     Ok(Effect::Applied(None))

@@ -1,0 +1,403 @@
+//! Deleted users stay deleted: their tokens stop working on every replica, and no
+//! ordering of commands and events about them brings them back in social or the catalog.
+
+use contracts::accounts::{AccountsEvent, Role, User, UserRef};
+use contracts::catalog::{self, CatalogCommand, CreateCourse};
+use contracts::social::{self, CreatePost, SocialCommand};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, Workers, assert_problem, database_url, spawn_app, spawn_custom};
+
+/// Publishes a message by hand (as a queued or late message would arrive), confirmed.
+async fn publish<T: Serialize>(
+    app: &TestApp,
+    exchange: &str,
+    routing_key: &str,
+    envelope: &contracts::Envelope,
+    body: &T,
+) {
+    let connection = app.amqp().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let properties = platform::bus::envelope::to_properties(envelope);
+    channel
+        .basic_publish(
+            format!("{}.{exchange}", app.prefix).as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(body).unwrap(),
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Rows in social's tables for `user`: (author rows, posts).
+async fn social_rows(app: &TestApp, user: &str) -> (i64, i64) {
+    let url = database_url(&format!("{}_social", app.prefix));
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let id = Uuid::parse_str(user).unwrap();
+    let authors: i64 = db
+        .query_one("SELECT count(*) FROM authors WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    let posts: i64 = db
+        .query_one("SELECT count(*) FROM posts WHERE author_id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    (authors, posts)
+}
+
+async fn delete_user(app: &TestApp, user: &str, wait: bool) -> StatusCode {
+    let mut request = app.client.delete(app.url(&format!("/v1/users/{user}")));
+    if wait {
+        request = request.header("prefer", "wait=10");
+    }
+    request.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn a_deleted_users_token_is_refused_for_writes_once_the_revocation_reaches_the_gateway() {
+    let app = spawn_custom(Workers::Running, &[("REVOCATION_REFRESH_MS", "200")]).await;
+    let (student, student_token) = app.user("Gone", "student").await;
+    let (teacher, teacher_token) = app.user("Tess", "teacher").await;
+    let post = app
+        .anonymous
+        .post(app.url("/v1/posts"))
+        .bearer_auth(&student_token)
+        .json(&json!({"body": "before"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), StatusCode::ACCEPTED);
+    // Without waiting: this replica learns of the deletions from accounts' revocation
+    // list, as every other replica would.
+    assert_eq!(
+        delete_user(&app, &student, false).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        delete_user(&app, &teacher, false).await,
+        StatusCode::ACCEPTED
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = app
+            .anonymous
+            .post(app.url("/v1/courses"))
+            .bearer_auth(&teacher_token)
+            .json(&json!({"code": "GONE1", "title": "Never"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let problem: Value = response.json().await.unwrap();
+            assert!(problem["detail"].as_str().unwrap().contains("deleted"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a deleted teacher's token still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let response = app
+        .anonymous
+        .post(app.url("/v1/posts"))
+        .bearer_auth(&student_token)
+        .json(&json!({"body": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_post_applied_after_its_authors_deletion_is_refused_and_brings_nobody_back() {
+    let app = spawn_app().await;
+    let (uid, token) = app.user("Late", "student").await;
+    let first = app
+        .anonymous
+        .post(app.url("/v1/posts"))
+        .bearer_auth(&token)
+        .header("prefer", "wait=10")
+        .json(&json!({"body": "first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(delete_user(&app, &uid, true).await, StatusCode::NO_CONTENT);
+    app.eventually(&format!("/v1/users/{uid}/posts"), |p| {
+        p["items"] == json!([])
+    })
+    .await;
+    assert_eq!(social_rows(&app, &uid).await, (0, 0));
+
+    // A post that sat in the queue (or was sent with the old token) arrives now.
+    let operation = Uuid::now_v7();
+    let mut envelope = contracts::Envelope::new(social::commands::POST_CREATE, 1, operation);
+    envelope.message_id = operation;
+    envelope.actor = Some(uid.clone());
+    let command = SocialCommand::CreatePost(CreatePost {
+        post_id: Uuid::now_v7(),
+        author_name: "Late".into(),
+        body: "from beyond".into(),
+    });
+    publish(
+        &app,
+        "commands",
+        social::commands::POST_CREATE,
+        &envelope,
+        &command,
+    )
+    .await;
+    // Its outcome is recorded as a refusal; a later post landing shows the queue moved on.
+    let (_, other) = app.user("Later", "student").await;
+    let later = app
+        .anonymous
+        .post(app.url("/v1/posts"))
+        .bearer_auth(&other)
+        .header("prefer", "wait=10")
+        .json(&json!({"body": "a later post"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(later.status(), StatusCode::CREATED);
+    let outcome = social_outcome(&app, operation).await;
+    assert_eq!(outcome["status"], "rejected", "{outcome}");
+    assert_eq!(social_rows(&app, &uid).await, (0, 0));
+    let timeline: Value = app.get("/v1/timeline").await.json().await.unwrap();
+    assert!(!timeline.to_string().contains("from beyond"));
+    app.teardown().await;
+}
+
+/// The outcome social recorded for `operation`, waiting for it to exist.
+async fn social_outcome(app: &TestApp, operation: Uuid) -> Value {
+    let url = database_url(&format!("{}_social", app.prefix));
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(row) = db
+            .query_opt(
+                "SELECT status, rejection FROM operations WHERE id = $1",
+                &[&operation],
+            )
+            .await
+            .unwrap()
+        {
+            let status: String = row.get(0);
+            let rejection: Option<Value> = row.get(1);
+            return json!({"status": status, "rejection": rejection});
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no outcome for {operation}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn registered(id: Uuid, name: &str, role: Role) -> AccountsEvent {
+    AccountsEvent::UserRegistered(User {
+        id,
+        email: format!("{}@example.org", name.to_lowercase()),
+        display_name: name.into(),
+        role,
+    })
+}
+
+async fn publish_event(app: &TestApp, event: &AccountsEvent) {
+    let envelope = contracts::Envelope::new(event.routing_key(), 1, Uuid::now_v7());
+    publish(app, "events", event.routing_key(), &envelope, event).await;
+}
+
+#[tokio::test]
+async fn a_registration_delivered_after_the_same_users_deletion_leaves_no_author_or_teacher() {
+    let app = spawn_app().await;
+    let ghost = Uuid::now_v7();
+    publish_event(
+        &app,
+        &AccountsEvent::UserDeleted(UserRef { user_id: ghost }),
+    )
+    .await;
+    // Only once the deletion was handled (its tombstone exists) does the registration
+    // arrive: the order the issue describes.
+    let url = database_url(&format!("{}_social", app.prefix));
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db
+        .query_opt("SELECT 1 FROM deleted_users WHERE id = $1", &[&ghost])
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "deletion not handled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let catalog = app.mongo().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while catalog
+        .collection::<mongodb::bson::Document>("deleted_users")
+        .find_one(mongodb::bson::doc! {"_id": ghost.to_string()})
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "catalog deletion not handled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    publish_event(&app, &registered(ghost, "Ghost", Role::Teacher)).await;
+    // A later registration, published after, shows the first was consumed.
+    let witness = Uuid::now_v7();
+    publish_event(&app, &registered(witness, "Witness", Role::Teacher)).await;
+    app.eventually(&format!("/v1/teachers/{witness}"), |t| {
+        t["id"] == witness.to_string()
+    })
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while social_rows(&app, &witness.to_string()).await.0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "witness never known");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let teacher = app.get(&format!("/v1/teachers/{ghost}")).await;
+    assert_eq!(teacher.status(), StatusCode::NOT_FOUND);
+    assert_eq!(social_rows(&app, &ghost.to_string()).await, (0, 0));
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_course_command_from_a_deleted_teacher_is_refused_by_the_catalog() {
+    let app = spawn_app().await;
+    let (teacher, _) = app.user("Tom", "teacher").await;
+    app.eventually(&format!("/v1/teachers/{teacher}"), |t| {
+        t["id"] == teacher.as_str()
+    })
+    .await;
+    assert_eq!(
+        delete_user(&app, &teacher, true).await,
+        StatusCode::NO_CONTENT
+    );
+    app.eventually(&format!("/v1/teachers/{teacher}"), |t| t["status"] == 404)
+        .await;
+    let operation = Uuid::now_v7();
+    let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
+    envelope.message_id = operation;
+    envelope.actor = Some(teacher.clone());
+    let command = CatalogCommand::CreateCourse(CreateCourse {
+        course_id: Uuid::now_v7(),
+        code: "GHOST".into(),
+        title: "From a deleted teacher".into(),
+        description: String::new(),
+    });
+    publish(
+        &app,
+        "commands",
+        catalog::commands::COURSE_CREATE,
+        &envelope,
+        &command,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let outcome = loop {
+        let found = app
+            .mongo()
+            .await
+            .collection::<mongodb::bson::Document>("operations")
+            .find_one(
+                mongodb::bson::doc! {"_id": operation.to_string(), "status": {"$exists": true}},
+            )
+            .await
+            .unwrap();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no outcome");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(outcome.get_str("status").unwrap(), "rejected");
+    let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
+    assert!(!courses.to_string().contains("GHOST"));
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn two_commands_with_one_message_id_create_one_course_and_the_other_is_dead_lettered() {
+    let app = spawn_app().await;
+    let operation = Uuid::now_v7();
+    let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
+    envelope.message_id = operation;
+    for code in ["SAMEID1", "SAMEID2"] {
+        let command = CatalogCommand::CreateCourse(CreateCourse {
+            course_id: Uuid::now_v7(),
+            code: code.into(),
+            title: code.into(),
+            description: String::new(),
+        });
+        publish(
+            &app,
+            "commands",
+            catalog::commands::COURSE_CREATE,
+            &envelope,
+            &command,
+        )
+        .await;
+    }
+    let connection = app.amqp().await;
+    let dlq = format!("{}.catalog.commands.dlq", app.prefix);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let channel = connection.create_channel().await.unwrap();
+        let count = channel
+            .queue_declare(
+                dlq.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0);
+        if count == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing dead-lettered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
+    let items = courses["items"].as_array().unwrap();
+    let same: Vec<&Value> = items
+        .iter()
+        .filter(|c| c["code"].as_str().unwrap().starts_with("SAMEID"))
+        .collect();
+    assert_eq!(same.len(), 1, "{courses}");
+    app.teardown().await;
+}
