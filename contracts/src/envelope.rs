@@ -17,6 +17,11 @@ pub mod headers {
     pub const SCHEMA_VERSION: &str = "x-schema-version";
     /// The user on whose behalf the message was sent.
     pub const ACTOR: &str = "x-actor";
+    /// The actor's role, as the gateway verified it from their token.
+    pub const ACTOR_ROLE: &str = "x-actor-role";
+    /// The gateway's proof (an HMAC over message id, actor and role) that it vouches for
+    /// the actor: workers refuse an actor without it.
+    pub const ACTOR_PROOF: &str = "x-actor-proof";
     /// The `X-Request-Id` of the HTTP request that started the flow.
     pub const REQUEST_ID: &str = "x-request-id";
     /// W3C trace context, carried now so tracing can join the hops later.
@@ -48,6 +53,10 @@ pub struct Envelope {
     pub timestamp: DateTime<Utc>,
     /// User id on whose behalf the message was sent.
     pub actor: Option<String>,
+    /// The actor's role (`admin`, `teacher`, `student`), vouched for by `actor_proof`.
+    pub actor_role: Option<String>,
+    /// The gateway's HMAC over message id, actor and role (commands only).
+    pub actor_proof: Option<String>,
     /// HTTP request id that started the flow.
     pub request_id: Option<String>,
     /// W3C `traceparent` of the sending span, if any.
@@ -65,6 +74,8 @@ impl Envelope {
             schema_version,
             timestamp: Utc::now(),
             actor: None,
+            actor_role: None,
+            actor_proof: None,
             request_id: None,
             traceparent: None,
         }
@@ -80,6 +91,9 @@ impl Envelope {
             schema_version,
             timestamp: Utc::now(),
             actor: self.actor.clone(),
+            // The role travels on as information; the proof belongs to the command only.
+            actor_role: self.actor_role.clone(),
+            actor_proof: None,
             request_id: self.request_id.clone(),
             traceparent: self.traceparent.clone(),
         }

@@ -11,6 +11,8 @@ use secrecy::SecretSlice;
 pub struct GatewayConfig {
     /// Broker settings.
     pub bus: BusConfig,
+    /// Signs (gateway) or verifies (workers) the actor of every command.
+    pub actor_key: platform::actor::ActorKey,
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
     /// Key that signs operation ids, shared by every replica (hex, at least 32 bytes).
@@ -66,6 +68,7 @@ impl GatewayConfig {
         }
         Ok(Self {
             bus: BusConfig::from_source(source)?,
+            actor_key: platform::actor::ActorKey::from_source(source)?,
             http_addr: parse_or(
                 source,
                 "HTTP_ADDR",
@@ -108,13 +111,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_operation_key_is_required_and_checked() {
+    fn the_operation_and_actor_keys_are_required_and_checked() {
         let mut source: HashMap<String, String> = HashMap::new();
         let error = GatewayConfig::from_source(&source).unwrap_err().to_string();
         assert!(error.contains("SWITCHYARD_OPERATION_KEY"), "{error}");
         source.insert("OPERATION_KEY".into(), "abcd".into());
         assert!(GatewayConfig::from_source(&source).is_err());
         source.insert("OPERATION_KEY".into(), "ab".repeat(32));
+        let error = GatewayConfig::from_source(&source).unwrap_err().to_string();
+        assert!(error.contains("SWITCHYARD_ACTOR_KEY"), "{error}");
+        source.insert("ACTOR_KEY".into(), "cd".repeat(16));
+        assert!(GatewayConfig::from_source(&source).is_err(), "16 bytes");
+        source.insert("ACTOR_KEY".into(), "cd".repeat(32));
         let config = GatewayConfig::from_source(&source).unwrap();
         assert_eq!(config.max_wait, Duration::from_secs(30));
     }

@@ -83,15 +83,22 @@ pub struct Dispatcher {
     bus: Bus,
     ids: OperationIds,
     query_timeout: Duration,
+    actors: platform::actor::ActorKey,
 }
 
 impl Dispatcher {
-    /// A dispatcher on `bus`.
-    pub fn new(bus: Bus, ids: OperationIds, query_timeout: Duration) -> Self {
+    /// A dispatcher on `bus` that vouches for each command's actor with `actors`.
+    pub fn new(
+        bus: Bus,
+        ids: OperationIds,
+        query_timeout: Duration,
+        actors: platform::actor::ActorKey,
+    ) -> Self {
         Self {
             bus,
             ids,
             query_timeout,
+            actors,
         }
     }
 
@@ -139,7 +146,14 @@ impl Dispatcher {
         // One command per operation: its message id is the operation id, so a retried
         // request (same Idempotency-Key) is recognised by the worker's inbox.
         envelope.message_id = operation;
-        envelope.actor = context.actor.clone();
+        if let Some(principal) = &context.principal {
+            self.actors.sign(
+                &mut envelope,
+                principal.user_id,
+                principal.role.as_str(),
+                &body,
+            );
+        }
         envelope.request_id = Some(context.request_id.clone());
         envelope.traceparent = context.traceparent.clone();
         let exchange = self.bus.topology.commands_exchange();

@@ -29,7 +29,12 @@ impl Application {
     pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let bus = Bus::connect(&config.bus, "gateway", true).await?;
         let ids = OperationIds::new(&config.operation_key).context("bad operation key")?;
-        let dispatcher = Dispatcher::new(bus.clone(), ids, config.query_timeout);
+        let dispatcher = Dispatcher::new(
+            bus.clone(),
+            ids,
+            config.query_timeout,
+            config.actor_key.clone(),
+        );
         let verifier = Verifier::default();
         let limiter = RateLimiter::new(config.limits);
         tokio::spawn(verifier.clone().run_refresher(

@@ -2,6 +2,7 @@
 //! (topology, confirmed publisher, consumer loop, request-reply), health endpoints and
 //! graceful shutdown. Services hold handlers and storage; everything else is here.
 
+pub mod actor;
 pub mod backoff;
 pub mod bus;
 pub mod config;

@@ -1,5 +1,6 @@
-//! Deleted users stay deleted: their tokens stop working on every replica, and no
-//! ordering of commands and events about them brings them back in social or the catalog.
+//! Deleted users stay deleted (their tokens stop working on every replica, and no ordering
+//! of commands and events about them brings them back in social or the catalog), and
+//! workers trust only the actors the gateway vouched for, with the role they need.
 
 use contracts::accounts::{AccountsEvent, Role, User, UserRef};
 use contracts::catalog::{self, CatalogCommand, CreateCourse};
@@ -152,12 +153,12 @@ async fn a_post_applied_after_its_authors_deletion_is_refused_and_brings_nobody_
     let operation = Uuid::now_v7();
     let mut envelope = contracts::Envelope::new(social::commands::POST_CREATE, 1, operation);
     envelope.message_id = operation;
-    envelope.actor = Some(uid.clone());
     let command = SocialCommand::CreatePost(CreatePost {
         post_id: Uuid::now_v7(),
         author_name: "Late".into(),
         body: "from beyond".into(),
     });
+    crate::helpers::sign_actor(&mut envelope, &uid, "student", &command);
     publish(
         &app,
         "commands",
@@ -306,13 +307,13 @@ async fn a_course_command_from_a_deleted_teacher_is_refused_by_the_catalog() {
     let operation = Uuid::now_v7();
     let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
     envelope.message_id = operation;
-    envelope.actor = Some(teacher.clone());
     let command = CatalogCommand::CreateCourse(CreateCourse {
         course_id: Uuid::now_v7(),
         code: "GHOST".into(),
         title: "From a deleted teacher".into(),
         description: String::new(),
     });
+    crate::helpers::sign_actor(&mut envelope, &teacher, "teacher", &command);
     publish(
         &app,
         "commands",
@@ -347,6 +348,8 @@ async fn a_course_command_from_a_deleted_teacher_is_refused_by_the_catalog() {
 #[tokio::test]
 async fn two_commands_with_one_message_id_create_one_course_and_the_other_is_dead_lettered() {
     let app = spawn_app().await;
+    let me: Value = app.get("/v1/users/me").await.json().await.unwrap();
+    let admin = me["id"].as_str().unwrap().to_owned();
     let operation = Uuid::now_v7();
     let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
     envelope.message_id = operation;
@@ -357,6 +360,7 @@ async fn two_commands_with_one_message_id_create_one_course_and_the_other_is_dea
             title: code.into(),
             description: String::new(),
         });
+        crate::helpers::sign_actor(&mut envelope, &admin, "admin", &command);
         publish(
             &app,
             "commands",
@@ -399,5 +403,147 @@ async fn two_commands_with_one_message_id_create_one_course_and_the_other_is_dea
         .filter(|c| c["code"].as_str().unwrap().starts_with("SAMEID"))
         .collect();
     assert_eq!(same.len(), 1, "{courses}");
+    app.teardown().await;
+}
+
+/// Messages in `queue`'s dead-letter queue, waiting up to 10 s for `expected`.
+async fn dead_letters(app: &TestApp, queue: &str, expected: u32) -> u32 {
+    let connection = app.amqp().await;
+    let dlq = format!("{}.{queue}.dlq", app.prefix);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let channel = connection.create_channel().await.unwrap();
+        let count = channel
+            .queue_declare(
+                dlq.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0);
+        if count >= expected || std::time::Instant::now() >= deadline {
+            return count;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn commands_with_an_actor_the_gateway_did_not_vouch_for_are_dead_lettered() {
+    let app = spawn_app().await;
+    let (student, _) = app.user("Mallory", "student").await;
+    let admin_id: Value = app.get("/v1/users/me").await.json().await.unwrap();
+    let admin_id = admin_id["id"].as_str().unwrap().to_owned();
+    // Someone with broker access but without the actor key: an admin as actor, unsigned,
+    // and a student's signature with the role changed to admin.
+    let course = |code: &str| {
+        CatalogCommand::CreateCourse(CreateCourse {
+            course_id: Uuid::now_v7(),
+            code: code.into(),
+            title: code.into(),
+            description: String::new(),
+        })
+    };
+    let mut unsigned =
+        contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, Uuid::now_v7());
+    unsigned.message_id = unsigned.correlation_id;
+    unsigned.actor = Some(admin_id.clone());
+    unsigned.actor_role = Some("admin".into());
+    publish(
+        &app,
+        "commands",
+        catalog::commands::COURSE_CREATE,
+        &unsigned,
+        &course("FORGED1"),
+    )
+    .await;
+    let mut promoted =
+        contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, Uuid::now_v7());
+    promoted.message_id = promoted.correlation_id;
+    let forged2 = course("FORGED2");
+    crate::helpers::sign_actor(&mut promoted, &student, "student", &forged2);
+    promoted.actor_role = Some("admin".into());
+    publish(
+        &app,
+        "commands",
+        catalog::commands::COURSE_CREATE,
+        &promoted,
+        &forged2,
+    )
+    .await;
+    // And a social post in the admin's name.
+    let mut impersonation =
+        contracts::Envelope::new(social::commands::POST_CREATE, 1, Uuid::now_v7());
+    impersonation.message_id = impersonation.correlation_id;
+    impersonation.actor = Some(admin_id.clone());
+    let post = SocialCommand::CreatePost(CreatePost {
+        post_id: Uuid::now_v7(),
+        author_name: "Admin".into(),
+        body: "not really the admin".into(),
+    });
+    publish(
+        &app,
+        "commands",
+        social::commands::POST_CREATE,
+        &impersonation,
+        &post,
+    )
+    .await;
+
+    assert_eq!(dead_letters(&app, "catalog.commands", 2).await, 2);
+    assert_eq!(dead_letters(&app, "social.commands", 1).await, 1);
+    let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
+    assert!(!courses.to_string().contains("FORGED"));
+    let timeline: Value = app.get("/v1/timeline").await.json().await.unwrap();
+    assert!(!timeline.to_string().contains("not really"));
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_catalog_rechecks_the_role_a_vouched_for_actor_holds() {
+    let app = spawn_app().await;
+    let (student, _) = app.user("Sam", "student").await;
+    let operation = Uuid::now_v7();
+    let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
+    envelope.message_id = operation;
+    let command = CatalogCommand::CreateCourse(CreateCourse {
+        course_id: Uuid::now_v7(),
+        code: "STUDENT1".into(),
+        title: "By a student".into(),
+        description: String::new(),
+    });
+    crate::helpers::sign_actor(&mut envelope, &student, "student", &command);
+    publish(
+        &app,
+        "commands",
+        catalog::commands::COURSE_CREATE,
+        &envelope,
+        &command,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let outcome = loop {
+        let found = app
+            .mongo()
+            .await
+            .collection::<mongodb::bson::Document>("operations")
+            .find_one(
+                mongodb::bson::doc! {"_id": operation.to_string(), "status": {"$exists": true}},
+            )
+            .await
+            .unwrap();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no outcome");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(outcome.get_str("status").unwrap(), "rejected");
+    let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
+    assert!(!courses.to_string().contains("STUDENT1"));
     app.teardown().await;
 }

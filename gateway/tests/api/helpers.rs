@@ -145,6 +145,32 @@ pub struct TestApp {
     workers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The actor key every test stack shares (tests sign hand-published commands with it).
+pub fn actor_key_hex() -> String {
+    "5a".repeat(32)
+}
+
+/// Vouches for `actor` with `role` on a hand-published command with `body`, as the
+/// gateway would.
+pub fn sign_actor<T: serde::Serialize>(
+    envelope: &mut contracts::Envelope,
+    actor: &str,
+    role: &str,
+    body: &T,
+) {
+    let key = platform::actor::ActorKey::new(&secrecy::SecretSlice::from(
+        hex::decode(actor_key_hex()).expect("hex"),
+    ))
+    .expect("key");
+    let body = serde_json::to_vec(body).expect("body");
+    key.sign(
+        envelope,
+        uuid::Uuid::parse_str(actor).expect("uuid"),
+        role,
+        &body,
+    );
+}
+
 fn settings(prefix: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
     let key = hex_key();
     let mut settings: HashMap<String, String> = [
@@ -155,6 +181,7 @@ fn settings(prefix: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
         ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
         ("HEALTH_ADDR", "127.0.0.1:0".to_owned()),
         ("OPERATION_KEY", key),
+        ("ACTOR_KEY", actor_key_hex()),
         ("QUERY_TIMEOUT_MS", "2000".to_owned()),
         ("RELAY_INTERVAL_MS", "200".to_owned()),
         ("GRACE_MS", "2000".to_owned()),

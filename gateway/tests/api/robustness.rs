@@ -56,6 +56,8 @@ async fn a_command_delivered_twice_by_the_broker_has_one_effect() {
     });
     let mut envelope = contracts::Envelope::new(commands::COURSE_CREATE, 1, operation);
     envelope.message_id = operation;
+    let me: Value = app.get("/v1/users/me").await.json().await.unwrap();
+    crate::helpers::sign_actor(&mut envelope, me["id"].as_str().unwrap(), "admin", &command);
     let properties = platform::bus::envelope::to_properties(&envelope);
     let body = serde_json::to_vec(&command).unwrap();
     let connection = app.amqp().await;

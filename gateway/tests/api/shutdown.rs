@@ -37,6 +37,7 @@ async fn sigterm_stops_intake_finishes_open_requests_and_exits_zero() {
         .env("SWITCHYARD_PREFIX", &prefix)
         .env("SWITCHYARD_HTTP_ADDR", &address)
         .env("SWITCHYARD_OPERATION_KEY", "ab".repeat(32))
+        .env("SWITCHYARD_ACTOR_KEY", crate::helpers::actor_key_hex())
         .env("SWITCHYARD_QUERY_TIMEOUT_MS", "1500")
         .env("SWITCHYARD_GRACE_MS", "5000")
         .env("RUST_LOG", "warn")

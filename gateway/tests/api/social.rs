@@ -282,7 +282,7 @@ async fn a_social_command_delivered_twice_makes_one_post() {
     });
     let mut envelope = contracts::Envelope::new(social_commands::POST_CREATE, 1, operation);
     envelope.message_id = operation;
-    envelope.actor = Some(uid.clone());
+    crate::helpers::sign_actor(&mut envelope, &uid, "student", &command);
     let properties = platform::bus::envelope::to_properties(&envelope);
     let body = serde_json::to_vec(&command).unwrap();
     let connection = app.amqp().await;

@@ -120,6 +120,8 @@ pub mod reasons {
     pub const TYPE_MISMATCH: &str = "type-mismatch";
     /// The handler refused it for good.
     pub const REJECTED: &str = "rejected";
+    /// A command names an actor the gateway did not vouch for (see `platform::actor`).
+    pub const FORGED_ACTOR: &str = "forged-actor";
     /// Transient failures went on for every allowed attempt.
     pub const RETRIES_EXHAUSTED: &str = "retries-exhausted";
 }

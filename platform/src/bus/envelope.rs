@@ -29,6 +29,12 @@ pub fn to_properties(envelope: &Envelope) -> BasicProperties {
     if let Some(actor) = &envelope.actor {
         put(headers::ACTOR, actor.clone());
     }
+    if let Some(role) = &envelope.actor_role {
+        put(headers::ACTOR_ROLE, role.clone());
+    }
+    if let Some(proof) = &envelope.actor_proof {
+        put(headers::ACTOR_PROOF, proof.clone());
+    }
     if let Some(request_id) = &envelope.request_id {
         put(headers::REQUEST_ID, request_id.clone());
     }
@@ -136,6 +142,8 @@ fn read_headers(properties: &BasicProperties) -> Result<Envelope, String> {
         schema_version,
         timestamp,
         actor: header_text(properties, headers::ACTOR),
+        actor_role: header_text(properties, headers::ACTOR_ROLE),
+        actor_proof: header_text(properties, headers::ACTOR_PROOF),
         request_id: header_text(properties, headers::REQUEST_ID),
         traceparent: header_text(properties, headers::TRACEPARENT),
     })

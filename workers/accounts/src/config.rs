@@ -13,6 +13,8 @@ use platform::password::HashParams;
 pub struct AccountsConfig {
     /// Broker settings.
     pub bus: BusConfig,
+    /// Signs (gateway) or verifies (workers) the actor of every command.
+    pub actor_key: platform::actor::ActorKey,
     /// Database settings.
     pub pg: PgConfig,
     /// Where `/livez` and `/readyz` listen.
@@ -41,6 +43,7 @@ impl AccountsConfig {
         }
         Ok(Self {
             bus: BusConfig::from_source(source)?,
+            actor_key: platform::actor::ActorKey::from_source(source)?,
             pg: PgConfig::from_source(source, "accounts")?,
             health_addr: parse_or(
                 source,

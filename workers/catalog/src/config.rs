@@ -11,6 +11,8 @@ use secrecy::SecretString;
 pub struct CatalogConfig {
     /// Broker settings.
     pub bus: BusConfig,
+    /// Signs (gateway) or verifies (workers) the actor of every command.
+    pub actor_key: platform::actor::ActorKey,
     /// MongoDB connection string (may carry credentials).
     pub mongo_url: SecretString,
     /// Database name.
@@ -54,6 +56,7 @@ impl CatalogConfig {
         }
         Ok(Self {
             bus: BusConfig::from_source(source)?,
+            actor_key: platform::actor::ActorKey::from_source(source)?,
             mongo_url: SecretString::from(mongo_url),
             mongo_db,
             health_addr: parse_or(

@@ -39,7 +39,7 @@ impl Application {
         worker.consume(
             topology.command_queue(SERVICE),
             true,
-            CommandHandler::new(store.clone(), bus.clone()),
+            CommandHandler::new(store.clone(), bus.clone(), config.actor_key.clone()),
         );
         worker.consume(
             topology.event_queue(SERVICE),

@@ -11,6 +11,8 @@ use platform::pg::PgConfig;
 pub struct SocialConfig {
     /// Broker settings.
     pub bus: BusConfig,
+    /// Signs (gateway) or verifies (workers) the actor of every command.
+    pub actor_key: platform::actor::ActorKey,
     /// Database settings.
     pub pg: PgConfig,
     /// Where `/livez` and `/readyz` listen.
@@ -27,6 +29,7 @@ impl SocialConfig {
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         Ok(Self {
             bus: BusConfig::from_source(source)?,
+            actor_key: platform::actor::ActorKey::from_source(source)?,
             pg: PgConfig::from_source(source, "social")?,
             health_addr: parse_or(
                 source,

@@ -39,7 +39,7 @@ impl Application {
         worker.consume(
             topology.command_queue(SERVICE),
             true,
-            CommandHandler::new(pool.clone(), relay.clone()),
+            CommandHandler::new(pool.clone(), relay.clone(), config.actor_key.clone()),
         );
         worker.consume(
             topology.event_queue(SERVICE),

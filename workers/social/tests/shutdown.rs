@@ -16,6 +16,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
+/// The key the worker verifies actors with; the test vouches for its posts with it.
+const ACTOR_KEY: &str = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -119,6 +122,7 @@ async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
         .env("SWITCHYARD_HEALTH_ADDR", &health)
         .env("SWITCHYARD_GRACE_MS", "5000")
         .env("SWITCHYARD_PREFETCH", "64")
+        .env("SWITCHYARD_ACTOR_KEY", ACTOR_KEY)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -141,6 +145,10 @@ async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
         .await
         .unwrap();
     let author = uuid::Uuid::now_v7();
+    let actor_key = platform::actor::ActorKey::new(&secrecy::SecretSlice::from(
+        hex::decode(ACTOR_KEY).unwrap(),
+    ))
+    .unwrap();
     let mut confirms = Vec::new();
     for i in 0..COMMANDS {
         let command = SocialCommand::CreatePost(CreatePost {
@@ -150,9 +158,9 @@ async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
         });
         let mut envelope = Envelope::new(commands::POST_CREATE, 1, uuid::Uuid::now_v7());
         envelope.message_id = envelope.correlation_id;
-        envelope.actor = Some(author.to_string());
-        let properties = platform::bus::envelope::to_properties(&envelope);
         let body = serde_json::to_vec(&command).unwrap();
+        actor_key.sign(&mut envelope, author, "student", &body);
+        let properties = platform::bus::envelope::to_properties(&envelope);
         confirms.push(
             channel
                 .basic_publish(

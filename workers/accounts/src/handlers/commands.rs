@@ -19,12 +19,18 @@ use platform::password;
 pub struct CommandHandler {
     pool: Pool,
     relay: Relay,
+    actors: platform::actor::ActorKey,
 }
 
 impl CommandHandler {
-    /// A handler on `pool` that wakes `relay` after each commit.
-    pub fn new(pool: Pool, relay: Relay) -> Self {
-        Self { pool, relay }
+    /// A handler on `pool` that wakes `relay` after each commit and accepts only actors
+    /// vouched for with `actors` (their role is then read from this service's own users).
+    pub fn new(pool: Pool, relay: Relay, actors: platform::actor::ActorKey) -> Self {
+        Self {
+            pool,
+            relay,
+            actors,
+        }
     }
 }
 
@@ -34,6 +40,9 @@ impl Handler for CommandHandler {
             Ok(command) => command,
             Err(reason) => return Disposition::Dead(reason),
         };
+        if let Err(forged) = self.actors.verify(&incoming.envelope, &incoming.body) {
+            return Disposition::Dead(forged);
+        }
         let envelope = incoming.envelope;
         let span = tracing::info_span!(
             "command",

@@ -10,24 +10,22 @@ use tracing::Instrument as _;
 use crate::store::operations::Claim;
 use crate::store::{Effect, Store, StoreError, courses, operations, outbox, teachers};
 
-/// The acting user of a command, if it names one.
-fn actor(envelope: &contracts::Envelope) -> Option<uuid::Uuid> {
-    envelope
-        .actor
-        .as_deref()
-        .and_then(|a| uuid::Uuid::parse_str(a).ok())
-}
-
 /// Handles the catalog command queue.
 pub struct CommandHandler {
     store: Store,
     bus: Bus,
+    actors: platform::actor::ActorKey,
 }
 
+/// Roles that may change the catalog (the gateway checks the same; this is the second
+/// line, for commands that reach the queue some other way).
+const CATALOG_ROLES: [&str; 2] = ["admin", "teacher"];
+
 impl CommandHandler {
-    /// A handler over `store` that publishes events on `bus`.
-    pub fn new(store: Store, bus: Bus) -> Self {
-        Self { store, bus }
+    /// A handler over `store` that publishes events on `bus` and accepts only actors
+    /// vouched for with `actors`.
+    pub fn new(store: Store, bus: Bus, actors: platform::actor::ActorKey) -> Self {
+        Self { store, bus, actors }
     }
 
     async fn apply(
@@ -86,6 +84,10 @@ impl Handler for CommandHandler {
                 Ok(command) => command,
                 Err(dead) => return Disposition::Dead(dead),
             };
+        let actor = match self.actors.verify(envelope, &incoming.body) {
+            Ok(actor) => actor,
+            Err(forged) => return Disposition::Dead(forged),
+        };
         let operation_id = envelope.message_id;
         let span = tracing::info_span!(
             "command",
@@ -93,12 +95,17 @@ impl Handler for CommandHandler {
             message_type = %envelope.message_type,
             request_id = envelope.request_id.as_deref().unwrap_or(""),
         );
-        self.decide(incoming, command).instrument(span).await
+        self.decide(incoming, command, actor).instrument(span).await
     }
 }
 
 impl CommandHandler {
-    async fn decide(&self, incoming: Incoming, command: CatalogCommand) -> Disposition {
+    async fn decide(
+        &self,
+        incoming: Incoming,
+        command: CatalogCommand,
+        actor: Option<platform::actor::Actor>,
+    ) -> Disposition {
         let operation_id = incoming.envelope.message_id;
         let digest = operations::digest(&incoming.body);
         match operations::claim(&self.store, operation_id, &digest).await {
@@ -116,24 +123,32 @@ impl CommandHandler {
             Ok(Claim::Fresh) => {}
             Err(error) => return Disposition::Retry(error.to_string()),
         }
-        if let Some(actor) = actor(&incoming.envelope) {
-            match self.store.is_deleted_user(actor).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    let rejection = Rejection::forbidden(format!("user {actor} was deleted"));
-                    return match operations::record(
-                        &self.store,
-                        operation_id,
-                        Effect::Rejected(rejection),
-                    )
-                    .await
-                    {
-                        Ok(outcome) => reply(&outcome),
-                        Err(error) => Disposition::Retry(error.to_string()),
-                    };
-                }
-                Err(error) => return Disposition::Retry(error.to_string()),
+        let refusal = match &actor {
+            None => Some(Rejection::forbidden(
+                "catalog changes need an authenticated admin or teacher",
+            )),
+            Some(actor) if !CATALOG_ROLES.contains(&actor.role.as_str()) => {
+                Some(Rejection::forbidden(format!(
+                    "the role {} may not change the catalog",
+                    actor.role
+                )))
             }
+            Some(actor) => match self.store.is_deleted_user(actor.id).await {
+                Ok(false) => None,
+                Ok(true) => Some(Rejection::forbidden(format!(
+                    "user {} was deleted",
+                    actor.id
+                ))),
+                Err(error) => return Disposition::Retry(error.to_string()),
+            },
+        };
+        if let Some(rejection) = refusal {
+            return match operations::record(&self.store, operation_id, Effect::Rejected(rejection))
+                .await
+            {
+                Ok(outcome) => reply(&outcome),
+                Err(error) => Disposition::Retry(error.to_string()),
+            };
         }
         let started = std::time::Instant::now();
         let span = tracing::info_span!(

@@ -74,6 +74,8 @@ impl OutboxEntry {
             schema_version: SCHEMA_VERSION,
             timestamp: chrono::Utc::now(),
             actor: self.actor.clone(),
+            actor_role: None,
+            actor_proof: None,
             request_id: self.request_id.clone(),
             traceparent: self.traceparent.clone(),
         })

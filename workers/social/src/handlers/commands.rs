@@ -16,12 +16,18 @@ use crate::store;
 pub struct CommandHandler {
     pool: Pool,
     relay: Relay,
+    actors: platform::actor::ActorKey,
 }
 
 impl CommandHandler {
-    /// A handler on `pool` that wakes `relay` after each commit.
-    pub fn new(pool: Pool, relay: Relay) -> Self {
-        Self { pool, relay }
+    /// A handler on `pool` that wakes `relay` after each commit and accepts only actors
+    /// vouched for with `actors`.
+    pub fn new(pool: Pool, relay: Relay, actors: platform::actor::ActorKey) -> Self {
+        Self {
+            pool,
+            relay,
+            actors,
+        }
     }
 }
 
@@ -31,6 +37,9 @@ impl Handler for CommandHandler {
             Ok(command) => command,
             Err(reason) => return Disposition::Dead(reason),
         };
+        if let Err(forged) = self.actors.verify(&incoming.envelope, &incoming.body) {
+            return Disposition::Dead(forged);
+        }
         let envelope = incoming.envelope;
         let span = tracing::info_span!(
             "command",
