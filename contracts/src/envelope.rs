@@ -28,6 +28,9 @@ pub mod headers {
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state companion of `traceparent`.
     pub const TRACESTATE: &str = "tracestate";
+    /// Fingerprint of the HTTP request behind a command sent with an `Idempotency-Key`;
+    /// recorded with the outcome so a reused key with another body is recognised.
+    pub const REQUEST_FINGERPRINT: &str = "x-request-fingerprint";
     /// Why a message was dead-lettered by a consumer.
     pub const DEATH_REASON: &str = "x-switchyard-death-reason";
 }
@@ -55,8 +58,10 @@ pub struct Envelope {
     pub actor: Option<String>,
     /// The actor's role (`admin`, `teacher`, `student`), vouched for by `actor_proof`.
     pub actor_role: Option<String>,
-    /// The gateway's HMAC over message id, actor and role (commands only).
+    /// The gateway's HMAC over message id, actor, role and body (commands only).
     pub actor_proof: Option<String>,
+    /// Fingerprint of the request behind an idempotent command.
+    pub request_fingerprint: Option<String>,
     /// HTTP request id that started the flow.
     pub request_id: Option<String>,
     /// W3C `traceparent` of the sending span, if any.
@@ -76,6 +81,7 @@ impl Envelope {
             actor: None,
             actor_role: None,
             actor_proof: None,
+            request_fingerprint: None,
             request_id: None,
             traceparent: None,
         }
@@ -94,6 +100,7 @@ impl Envelope {
             // The role travels on as information; the proof belongs to the command only.
             actor_role: self.actor_role.clone(),
             actor_proof: None,
+            request_fingerprint: None,
             request_id: self.request_id.clone(),
             traceparent: self.traceparent.clone(),
         }

@@ -94,6 +94,10 @@ pub struct Outcome {
     pub resource: Option<Value>,
     /// When the worker committed the outcome.
     pub completed_at: DateTime<Utc>,
+    /// Fingerprint of the HTTP request behind an idempotent command (see
+    /// [`crate::headers::REQUEST_FINGERPRINT`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_fingerprint: Option<String>,
 }
 
 /// Reply to a query.

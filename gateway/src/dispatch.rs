@@ -60,6 +60,48 @@ fn rand_u64() -> u64 {
     .max(1)
 }
 
+/// A digest of a request body (its JSON re-encoded, so spacing does not matter), kept
+/// with an idempotent command's outcome so a key reused with another body is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 16]);
+
+impl Fingerprint {
+    /// The fingerprint of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(bytes);
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Self(first)
+    }
+
+    /// The fingerprint of a request without a body.
+    pub fn none() -> Self {
+        Self::of(b"")
+    }
+
+    /// As hex.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// From hex, as carried in an operation id.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+/// A command's operation: its id, and for a request with an `Idempotency-Key` the
+/// fingerprint of the request it was first made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operation {
+    /// Operation (and command message) id.
+    pub id: Uuid,
+    /// Set when the id was derived from an `Idempotency-Key`.
+    pub fingerprint: Option<Fingerprint>,
+}
+
 /// A submitted command.
 #[derive(Debug)]
 pub enum Submitted {
@@ -107,24 +149,42 @@ impl Dispatcher {
         &self.bus
     }
 
-    /// The operation id for a write: derived from the `Idempotency-Key` (scoped to the
-    /// actor, method and path) so a retry names the same operation, or fresh otherwise.
-    pub fn operation_uuid(&self, context: &RequestContext, method: &str, path: &str) -> Uuid {
-        match &context.idempotency_key {
-            Some(key) => {
-                let actor = context.actor.as_deref().unwrap_or("anonymous");
-                let name = format!("{actor}\n{method}\n{path}\n{key}");
-                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
-            }
-            None => Uuid::now_v7(),
+    /// The operation for a write: derived from the `Idempotency-Key` so a retry names the
+    /// same operation, or fresh otherwise.
+    ///
+    /// An authenticated caller's keys are their own (scoped to the actor, method and path);
+    /// a reuse with another body is told apart by the `body` fingerprint recorded with
+    /// the outcome (422). Anonymous callers share no key space: the fingerprint is part of
+    /// their derivation, so the same key with another body is another operation, and
+    /// nobody can read another caller's outcome by guessing their key.
+    pub fn operation_uuid(
+        &self,
+        context: &RequestContext,
+        method: &str,
+        path: &str,
+        body: Fingerprint,
+    ) -> Operation {
+        let Some(key) = &context.idempotency_key else {
+            return Operation {
+                id: Uuid::now_v7(),
+                fingerprint: None,
+            };
+        };
+        let name = match context.actor.as_deref() {
+            Some(actor) => format!("{actor}\n{method}\n{path}\n{key}"),
+            None => format!("anonymous\n{method}\n{path}\n{key}\n{}", body.hex()),
+        };
+        Operation {
+            id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()),
+            fingerprint: Some(body),
         }
     }
 
     /// Id for a resource a command creates: tied to the operation when the request is
     /// idempotent (a retry creates nothing new), fresh otherwise.
-    pub fn resource_uuid(&self, context: &RequestContext, operation: Uuid) -> Uuid {
+    pub fn resource_uuid(&self, context: &RequestContext, operation: Operation) -> Uuid {
         match context.idempotency_key {
-            Some(_) => Uuid::new_v5(&operation, b"resource"),
+            Some(_) => Uuid::new_v5(&operation.id, b"resource"),
             None => Uuid::now_v7(),
         }
     }
@@ -137,15 +197,31 @@ impl Dispatcher {
         routing_key: &str,
         schema_version: u32,
         command: &C,
-        operation: Uuid,
+        operation: Operation,
         context: &RequestContext,
     ) -> Result<Submitted, Problem> {
+        let fingerprint = operation.fingerprint;
+        let operation_id = self.ids.issue(operation.id, service, fingerprint);
+        // A retry with an Idempotency-Key: if the operation already has an outcome, that
+        // is the answer (or a 422 when the key was first used for another request), and
+        // nothing is published again.
+        if fingerprint.is_some()
+            && let Some(outcome) = self.recorded(service, operation.id, context).await
+        {
+            check_fingerprint(&operation_id, fingerprint, &outcome)?;
+            return Ok(Submitted::Completed {
+                operation_id,
+                outcome,
+            });
+        }
+        let operation = operation.id;
         let body = serde_json::to_vec(command)
             .map_err(|e| Problem::bad_request(format!("cannot encode command: {e}")))?;
         let mut envelope = Envelope::new(routing_key, schema_version, operation);
         // One command per operation: its message id is the operation id, so a retried
         // request (same Idempotency-Key) is recognised by the worker's inbox.
         envelope.message_id = operation;
+        envelope.request_fingerprint = fingerprint.map(|f| f.hex());
         if let Some(principal) = &context.principal {
             self.actors.sign(
                 &mut envelope,
@@ -166,7 +242,6 @@ impl Dispatcher {
             expiration: None,
             extra_headers: None,
         };
-        let operation_id = self.ids.issue(operation, service);
         let wait = context.wait.filter(|w| !w.is_zero());
         let publisher = &self.bus.publisher;
         let command_problem = |error: PublishError| {
@@ -189,10 +264,14 @@ impl Dispatcher {
             return Ok(Submitted::Accepted { operation_id });
         };
         match serde_json::from_slice::<Outcome>(&reply.body) {
-            Ok(outcome) => Ok(Submitted::Completed {
-                operation_id,
-                outcome,
-            }),
+            Ok(outcome) => {
+                // A duplicate of an earlier command is answered with that command's outcome.
+                check_fingerprint(&operation_id, fingerprint, &outcome)?;
+                Ok(Submitted::Completed {
+                    operation_id,
+                    outcome,
+                })
+            }
             Err(error) => {
                 tracing::warn!(%error, "malformed outcome reply; answering 202");
                 Ok(Submitted::Accepted { operation_id })
@@ -261,12 +340,33 @@ impl Dispatcher {
         public_id: &str,
         context: &RequestContext,
     ) -> Result<Value, Problem> {
-        let Some((uuid, service)) = self.ids.verify(public_id) else {
+        let Some((uuid, service, fingerprint)) = self.ids.verify(public_id) else {
             return Err(Problem::not_found(format!(
                 "operation {public_id} does not exist"
             )));
         };
-        let routing_key = match service.as_str() {
+        match self.outcome(&service, uuid, context).await? {
+            Some(outcome) => match check_fingerprint(public_id, fingerprint, &outcome) {
+                Ok(()) => Ok(operation_view(public_id, &outcome)),
+                // This request lost to another one with the same key: it was not applied.
+                Err(problem) => Ok(serde_json::json!({
+                    "operation_id": public_id,
+                    "status": "rejected",
+                    "rejection": {"kind": "invalid", "detail": problem.detail},
+                })),
+            },
+            None => Ok(serde_json::json!({"operation_id": public_id, "status": "accepted"})),
+        }
+    }
+
+    /// The outcome `service` recorded for operation `uuid`, `None` if it has none yet.
+    async fn outcome(
+        &self,
+        service: &str,
+        uuid: Uuid,
+        context: &RequestContext,
+    ) -> Result<Option<Outcome>, Problem> {
+        let routing_key = match service {
             catalog::SERVICE => catalog::queries::OPERATION_GET,
             accounts::SERVICE => accounts::queries::OPERATION_GET,
             social::SERVICE => social::queries::OPERATION_GET,
@@ -279,18 +379,46 @@ impl Dispatcher {
         // Every service's operation query has the same shape; only the tag differs.
         let query = serde_json::json!({"type": routing_key, "operation_id": uuid});
         match self.query(routing_key, &query, context).await {
-            Ok(outcome) => {
-                let outcome: Outcome = serde_json::from_value(outcome).map_err(|_| {
-                    Problem::unavailable("the service answered with something unreadable")
-                })?;
-                Ok(operation_view(public_id, &outcome))
-            }
-            Err(problem) if problem.status == 404 => {
-                Ok(serde_json::json!({"operation_id": public_id, "status": "accepted"}))
-            }
+            Ok(outcome) => serde_json::from_value(outcome).map(Some).map_err(|_| {
+                Problem::unavailable("the service answered with something unreadable")
+            }),
+            Err(problem) if problem.status == 404 => Ok(None),
             Err(problem) => Err(problem),
         }
     }
+
+    /// The recorded outcome of an idempotent retry, if the service can tell now; any
+    /// failure to ask means "publish it", which the worker's inbox makes safe.
+    async fn recorded(
+        &self,
+        service: &str,
+        uuid: Uuid,
+        context: &RequestContext,
+    ) -> Option<Outcome> {
+        self.outcome(service, uuid, context).await.ok().flatten()
+    }
+}
+
+/// 422 when an outcome belongs to a request with another fingerprint than this one (an
+/// `Idempotency-Key` reused for a different request, as the IETF draft asks).
+fn check_fingerprint(
+    operation_id: &str,
+    fingerprint: Option<Fingerprint>,
+    outcome: &Outcome,
+) -> Result<(), Problem> {
+    let (Some(mine), Some(recorded)) = (fingerprint, outcome.request_fingerprint.as_deref()) else {
+        return Ok(());
+    };
+    if mine.hex() == recorded {
+        return Ok(());
+    }
+    let mut problem = Problem::new(
+        warp::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "this Idempotency-Key was already used for a different request; use a new key",
+    );
+    problem.operation_id = Some(operation_id.to_owned());
+    Err(problem)
 }
 
 /// The JSON clients see for an operation with an outcome.

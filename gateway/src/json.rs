@@ -28,6 +28,45 @@ pub fn parse(bytes: &[u8]) -> Result<Value, StrictError> {
     Ok(value)
 }
 
+/// The value's JSON with every object's keys in sorted order and no spacing, so two
+/// requests that mean the same thing have the same bytes (fingerprints compare these).
+pub fn canonical(value: &Value) -> Vec<u8> {
+    fn write(value: &Value, out: &mut Vec<u8>) {
+        match value {
+            Value::Object(fields) => {
+                let mut keys: Vec<&String> = fields.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend(serde_json::to_vec(key).unwrap_or_default());
+                    out.push(b':');
+                    if let Some(field) = fields.get(key) {
+                        write(field, out);
+                    }
+                }
+                out.push(b'}');
+            }
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
+            }
+            scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+        }
+    }
+    let mut out = Vec::new();
+    write(value, &mut out);
+    out
+}
+
 /// Refusals are raised as custom errors with this prefix, so they can be told apart from
 /// syntax errors.
 const REFUSED: &str = "refused: ";
@@ -136,6 +175,19 @@ mod tests {
         let text = r#"{"a":[1,-2,3.5,true,null,"x"],"b":{"c":"d"}}"#;
         let expected: Value = serde_json::from_str(text).unwrap();
         assert_eq!(parse(text.as_bytes()).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_canonical_form_ignores_key_order_and_spacing() {
+        let a = parse(br#"{"b": [1, {"y": 2, "x": "s"}], "a": null}"#).unwrap();
+        let b = parse(br#"{"a":null,"b":[1,{"x":"s","y":2}]}"#).unwrap();
+        assert_eq!(canonical(&a), canonical(&b));
+        assert_eq!(
+            canonical(&b),
+            br#"{"a":null,"b":[1,{"x":"s","y":2}]}"#.to_vec()
+        );
+        let c = parse(br#"{"a":null,"b":[{"x":"s","y":2},1]}"#).unwrap();
+        assert_ne!(canonical(&a), canonical(&c), "array order matters");
     }
 
     #[test]

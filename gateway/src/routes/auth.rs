@@ -10,7 +10,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{OnSuccess, Shared, context, json, json_body, respond, submitted, with};
+use super::{Body, OnSuccess, Shared, context, json, json_body, respond, submitted, with};
 use crate::dispatch::RequestContext;
 use crate::problem::Problem;
 
@@ -79,7 +79,10 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
 async fn register(
     state: Shared,
     context: RequestContext,
-    body: Registration,
+    Body {
+        value: body,
+        fingerprint,
+    }: Body<Registration>,
 ) -> Result<Response, Infallible> {
     respond(
         async {
@@ -89,9 +92,10 @@ async fn register(
             }
             accounts::validate_registration(&body.email, &body.display_name, &body.password)
                 .map_err(Problem::invalid)?;
-            let operation = state
-                .dispatcher
-                .operation_uuid(&context, "POST", "/v1/auth/register");
+            let operation =
+                state
+                    .dispatcher
+                    .operation_uuid(&context, "POST", "/v1/auth/register", fingerprint);
             let user_id = state.dispatcher.resource_uuid(&context, operation);
             let params = state.hash;
             let password = body.password;
@@ -132,7 +136,7 @@ async fn register(
 async fn login(
     state: Shared,
     context: RequestContext,
-    body: Credentials,
+    Body { value: body, .. }: Body<Credentials>,
 ) -> Result<Response, Infallible> {
     respond(
         async {

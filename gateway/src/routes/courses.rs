@@ -13,7 +13,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{
-    ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, respond,
+    Body, ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, respond,
     submitted, with,
 };
 use crate::dispatch::RequestContext;
@@ -87,7 +87,7 @@ pub(super) async fn send(
     state: &Shared,
     context: &RequestContext,
     command: CatalogCommand,
-    operation: uuid::Uuid,
+    operation: crate::dispatch::Operation,
 ) -> Result<crate::dispatch::Submitted, Problem> {
     super::require(context, &[Role::Admin, Role::Teacher])?;
     command.validate().map_err(Problem::invalid)?;
@@ -107,13 +107,17 @@ pub(super) async fn send(
 async fn create(
     state: Shared,
     context: RequestContext,
-    body: NewCourse,
+    Body {
+        value: body,
+        fingerprint,
+    }: Body<NewCourse>,
 ) -> Result<Response, Infallible> {
     respond(
         async {
-            let operation = state
-                .dispatcher
-                .operation_uuid(&context, "POST", "/v1/courses");
+            let operation =
+                state
+                    .dispatcher
+                    .operation_uuid(&context, "POST", "/v1/courses", fingerprint);
             let course_id = state.dispatcher.resource_uuid(&context, operation);
             let command = CatalogCommand::CreateCourse(CreateCourse {
                 course_id,
@@ -169,7 +173,10 @@ async fn update(
     id: String,
     state: Shared,
     context: RequestContext,
-    body: CoursePatch,
+    Body {
+        value: body,
+        fingerprint,
+    }: Body<CoursePatch>,
 ) -> Result<Response, Infallible> {
     respond(
         async {
@@ -178,6 +185,7 @@ async fn update(
                 &context,
                 "PATCH",
                 &format!("/v1/courses/{course_id}"),
+                fingerprint,
             );
             let command = CatalogCommand::UpdateCourse(UpdateCourse {
                 course_id,
@@ -204,6 +212,7 @@ async fn delete(
                 &context,
                 "DELETE",
                 &format!("/v1/courses/{course_id}"),
+                crate::dispatch::Fingerprint::none(),
             );
             let command = CatalogCommand::DeleteCourse(CourseRef { course_id });
             let result = send(&state, &context, command, operation).await?;

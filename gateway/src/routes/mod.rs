@@ -19,7 +19,7 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::dispatch::{Dispatcher, RequestContext, Submitted, operation_view};
+use crate::dispatch::{Dispatcher, Fingerprint, RequestContext, Submitted, operation_view};
 use crate::problem::{self, Problem};
 
 /// What handlers share.
@@ -188,7 +188,7 @@ pub fn parse_prefer_wait(header: &str) -> Option<Duration> {
 fn json_body<T: DeserializeOwned + Send>(
     limit: u64,
     timeout: Duration,
-) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Body<T>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
@@ -232,11 +232,20 @@ fn json_body<T: DeserializeOwned + Send>(
                         crate::json::StrictError::Refused(detail) => Problem::invalid(detail),
                     })
                 })?;
-                serde_json::from_value::<T>(value).map_err(|error| {
+                // Canonical, so the fingerprint ignores spacing and key order.
+                let fingerprint = Fingerprint::of(&crate::json::canonical(&value));
+                let value = serde_json::from_value::<T>(value).map_err(|error| {
                     warp::reject::custom(Problem::invalid(format!("invalid body: {error}")))
-                })
+                })?;
+                Ok(Body { value, fingerprint })
             },
         )
+}
+
+/// A decoded request body and its fingerprint.
+struct Body<T> {
+    value: T,
+    fingerprint: Fingerprint,
 }
 
 fn too_large(limit: u64) -> Problem {

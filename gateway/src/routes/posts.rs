@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{
-    ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, require,
+    Body, ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, require,
     respond, submitted, with,
 };
 use crate::dispatch::{RequestContext, Submitted};
@@ -67,7 +67,7 @@ async fn send(
     state: &Shared,
     context: &RequestContext,
     command: SocialCommand,
-    operation: uuid::Uuid,
+    operation: crate::dispatch::Operation,
 ) -> Result<Submitted, Problem> {
     command.validate().map_err(Problem::invalid)?;
     state
@@ -86,14 +86,18 @@ async fn send(
 async fn create(
     state: Shared,
     context: RequestContext,
-    body: NewPost,
+    Body {
+        value: body,
+        fingerprint,
+    }: Body<NewPost>,
 ) -> Result<Response, Infallible> {
     respond(
         async {
             let principal = require(&context, &[])?;
-            let operation = state
-                .dispatcher
-                .operation_uuid(&context, "POST", "/v1/posts");
+            let operation =
+                state
+                    .dispatcher
+                    .operation_uuid(&context, "POST", "/v1/posts", fingerprint);
             let post_id = state.dispatcher.resource_uuid(&context, operation);
             let command = SocialCommand::CreatePost(CreatePost {
                 post_id,
@@ -120,7 +124,12 @@ async fn repost(
             let original_id = parse_id("post", &id)?;
             let principal = require(&context, &[])?;
             let path = format!("/v1/posts/{original_id}/reposts");
-            let operation = state.dispatcher.operation_uuid(&context, "POST", &path);
+            let operation = state.dispatcher.operation_uuid(
+                &context,
+                "POST",
+                &path,
+                crate::dispatch::Fingerprint::none(),
+            );
             let post_id = state.dispatcher.resource_uuid(&context, operation);
             let command = SocialCommand::Repost(Repost {
                 post_id,
@@ -166,6 +175,7 @@ async fn delete(
                 &context,
                 "DELETE",
                 &format!("/v1/posts/{post_id}"),
+                crate::dispatch::Fingerprint::none(),
             );
             let result = send(
                 &state,

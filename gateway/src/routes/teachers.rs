@@ -11,7 +11,7 @@ use warp::reply::Response;
 
 use super::courses::send;
 use super::{
-    ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, respond,
+    Body, ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, respond,
     submitted, with,
 };
 use crate::dispatch::RequestContext;
@@ -84,13 +84,17 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
 async fn create(
     state: Shared,
     context: RequestContext,
-    body: NewTeacher,
+    Body {
+        value: body,
+        fingerprint,
+    }: Body<NewTeacher>,
 ) -> Result<Response, Infallible> {
     respond(
         async {
-            let operation = state
-                .dispatcher
-                .operation_uuid(&context, "POST", "/v1/teachers");
+            let operation =
+                state
+                    .dispatcher
+                    .operation_uuid(&context, "POST", "/v1/teachers", fingerprint);
             let teacher_id = state.dispatcher.resource_uuid(&context, operation);
             let command = CatalogCommand::CreateTeacher(CreateTeacher {
                 teacher_id,
@@ -153,6 +157,7 @@ async fn delete(
                 &context,
                 "DELETE",
                 &format!("/v1/teachers/{teacher_id}"),
+                crate::dispatch::Fingerprint::none(),
             );
             let command = CatalogCommand::DeleteTeacher(TeacherRef { teacher_id });
             let result = send(&state, &context, command, operation).await?;
@@ -202,7 +207,12 @@ async fn assign(
                 "/v1/teachers/{}/courses/{}",
                 assignment.teacher_id, assignment.course_id
             );
-            let operation = state.dispatcher.operation_uuid(&context, "PUT", &path);
+            let operation = state.dispatcher.operation_uuid(
+                &context,
+                "PUT",
+                &path,
+                crate::dispatch::Fingerprint::none(),
+            );
             let result = send(
                 &state,
                 &context,
@@ -229,7 +239,12 @@ async fn unassign(
                 "/v1/teachers/{}/courses/{}",
                 assignment.teacher_id, assignment.course_id
             );
-            let operation = state.dispatcher.operation_uuid(&context, "DELETE", &path);
+            let operation = state.dispatcher.operation_uuid(
+                &context,
+                "DELETE",
+                &path,
+                crate::dispatch::Fingerprint::none(),
+            );
             let result = send(
                 &state,
                 &context,

@@ -71,6 +71,7 @@ async fn delete(
                 &context,
                 "DELETE",
                 &format!("/v1/users/{user_id}"),
+                crate::dispatch::Fingerprint::none(),
             );
             let command = AccountsCommand::Delete(UserRef { user_id });
             let result = state

@@ -9,6 +9,7 @@ mod auth;
 mod courses;
 mod deletion;
 mod helpers;
+mod idempotency;
 mod limits;
 mod openapi;
 mod resilience;

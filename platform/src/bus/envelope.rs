@@ -35,6 +35,9 @@ pub fn to_properties(envelope: &Envelope) -> BasicProperties {
     if let Some(proof) = &envelope.actor_proof {
         put(headers::ACTOR_PROOF, proof.clone());
     }
+    if let Some(fingerprint) = &envelope.request_fingerprint {
+        put(headers::REQUEST_FINGERPRINT, fingerprint.clone());
+    }
     if let Some(request_id) = &envelope.request_id {
         put(headers::REQUEST_ID, request_id.clone());
     }
@@ -144,6 +147,7 @@ fn read_headers(properties: &BasicProperties) -> Result<Envelope, String> {
         actor: header_text(properties, headers::ACTOR),
         actor_role: header_text(properties, headers::ACTOR_ROLE),
         actor_proof: header_text(properties, headers::ACTOR_PROOF),
+        request_fingerprint: header_text(properties, headers::REQUEST_FINGERPRINT),
         request_id: header_text(properties, headers::REQUEST_ID),
         traceparent: header_text(properties, headers::TRACEPARENT),
     })

@@ -80,7 +80,8 @@ pub async fn find_outcome<C: GenericClient + Sync>(
 ) -> Result<Option<Outcome>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT status, rejection, resource, completed_at FROM operations WHERE id = $1",
+            "SELECT status, rejection, resource, completed_at, request_fingerprint
+             FROM operations WHERE id = $1",
             &[&operation_id],
         )
         .await?;
@@ -97,6 +98,7 @@ pub async fn find_outcome<C: GenericClient + Sync>(
             rejection: rejection.and_then(|r| serde_json::from_value(r).ok()),
             resource: row.get(2),
             completed_at: row.get(3),
+            request_fingerprint: row.get(4),
         }
     }))
 }
@@ -115,14 +117,15 @@ async fn record_outcome<C: GenericClient + Sync>(
         .and_then(|r| serde_json::to_value(r).ok());
     client
         .execute(
-            "INSERT INTO operations (id, status, rejection, resource, completed_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO operations (id, status, rejection, resource, completed_at, request_fingerprint)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &outcome.operation_id,
                 &status,
                 &rejection,
                 &outcome.resource,
                 &outcome.completed_at,
+                &outcome.request_fingerprint,
             ],
         )
         .await?;
@@ -207,6 +210,7 @@ where
         rejection,
         resource,
         completed_at: chrono::Utc::now(),
+        request_fingerprint: envelope.request_fingerprint.clone(),
     };
     record_outcome(&tx, &outcome).await?;
     tx.commit().await?;

@@ -21,10 +21,17 @@ pub const MESSAGING: Migration = Migration {
     sql: include_str!("../../migrations/0001_messaging.sql"),
 };
 
+/// The request fingerprint recorded with each outcome.
+pub const FINGERPRINTS: Migration = Migration {
+    version: 2,
+    name: "request fingerprints",
+    sql: include_str!("../../migrations/0002_request_fingerprints.sql"),
+};
+
 /// Arbitrary constant naming our advisory lock.
 const LOCK_KEY: i64 = 0x5357_4954_4348; // "SWITCH"
 
-/// Applies what is missing of [`MESSAGING`] and `migrations`.
+/// Applies what is missing of [`MESSAGING`], [`FINGERPRINTS`] and `migrations`.
 pub async fn run(pool: &super::Pool, migrations: &[Migration]) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
@@ -45,7 +52,7 @@ pub async fn run(pool: &super::Pool, migrations: &[Migration]) -> anyhow::Result
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut all = vec![MESSAGING];
+    let mut all = vec![MESSAGING, FINGERPRINTS];
     all.extend_from_slice(migrations);
     all.sort_by_key(|m| m.version);
     for migration in all.iter().filter(|m| !applied.contains(&m.version)) {

@@ -108,7 +108,8 @@ impl CommandHandler {
     ) -> Disposition {
         let operation_id = incoming.envelope.message_id;
         let digest = operations::digest(&incoming.body);
-        match operations::claim(&self.store, operation_id, &digest).await {
+        let fingerprint = incoming.envelope.request_fingerprint.as_deref();
+        match operations::claim(&self.store, operation_id, &digest, fingerprint).await {
             Ok(Claim::Recorded(outcome)) => {
                 self.bus.metrics.inbox_duplicates.inc();
                 tracing::info!("duplicate command, answering with the recorded outcome");
@@ -119,6 +120,12 @@ impl CommandHandler {
                     reasons::REJECTED,
                     format!("message id {operation_id} was already used for another command"),
                 ));
+            }
+            Ok(Claim::Reused(outcome)) => {
+                tracing::info!("an Idempotency-Key reused for another request; not applied");
+                return Disposition::Done {
+                    reply: outcome.and_then(|o| serde_json::to_vec(&o).ok()),
+                };
             }
             Ok(Claim::Fresh) => {}
             Err(error) => return Disposition::Retry(error.to_string()),
@@ -143,8 +150,12 @@ impl CommandHandler {
             },
         };
         if let Some(rejection) = refusal {
-            return match operations::record(&self.store, operation_id, Effect::Rejected(rejection))
-                .await
+            return match operations::record(
+                &self.store,
+                &incoming.envelope,
+                Effect::Rejected(rejection),
+            )
+            .await
             {
                 Ok(outcome) => reply(&outcome),
                 Err(error) => Disposition::Retry(error.to_string()),
@@ -166,7 +177,7 @@ impl CommandHandler {
             Err(error) => return Disposition::Retry(error.to_string()),
         };
         let applied = matches!(effect, Effect::Applied(_));
-        let outcome = match operations::record(&self.store, operation_id, effect).await {
+        let outcome = match operations::record(&self.store, &incoming.envelope, effect).await {
             Ok(outcome) => outcome,
             Err(error) => return Disposition::Retry(error.to_string()),
         };

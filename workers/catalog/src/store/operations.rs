@@ -38,6 +38,10 @@ pub enum Claim {
     Recorded(Outcome),
     /// The id was claimed for a different body.
     Mismatch,
+    /// The id was claimed by another request made with the same `Idempotency-Key` (its
+    /// fingerprint differs): not an error here; the gateway tells that client its key was
+    /// reused. Holds the first request's outcome once there is one.
+    Reused(Option<Outcome>),
 }
 
 /// A digest of a message body, stored with its claim.
@@ -46,10 +50,20 @@ pub fn digest(body: &[u8]) -> String {
     hex::encode(&sha2::Sha256::digest(body)[..16])
 }
 
-/// Claims `operation_id` for a body with `digest`.
-pub async fn claim(store: &Store, operation_id: Uuid, digest: &str) -> Result<Claim, StoreError> {
+/// Claims `operation_id` for a body with `digest`, made by a request with `fingerprint`
+/// (set for requests with an `Idempotency-Key`).
+pub async fn claim(
+    store: &Store,
+    operation_id: Uuid,
+    digest: &str,
+    fingerprint: Option<&str>,
+) -> Result<Claim, StoreError> {
     let id = operation_id.to_string();
-    let claim = doc! {"_id": &id, "claim": digest, "claimed_at": mongodb::bson::DateTime::now()};
+    let mut claim =
+        doc! {"_id": &id, "claim": digest, "claimed_at": mongodb::bson::DateTime::now()};
+    if let Some(fingerprint) = fingerprint {
+        claim.insert("claim_fingerprint", fingerprint);
+    }
     match store.operations.insert_one(claim).await {
         Ok(_) => return Ok(Claim::Fresh),
         Err(error) if super::is_duplicate_key(&error) => {}
@@ -59,24 +73,35 @@ pub async fn claim(store: &Store, operation_id: Uuid, digest: &str) -> Result<Cl
         // Removed in between (never happens in practice); treat as new.
         return Ok(Claim::Fresh);
     };
-    if existing.contains_key("status") {
-        // Outcomes recorded before claims existed carry no digest: trust them.
-        if existing.get_str("claim").is_ok_and(|d| d != digest) {
-            return Ok(Claim::Mismatch);
-        }
-        return decode(&existing).map(Claim::Recorded);
+    let recorded = existing.contains_key("status");
+    // Outcomes recorded before claims existed carry no digest: trust them.
+    let same_body = existing.get_str("claim").map_or(recorded, |d| d == digest);
+    if same_body {
+        return if recorded {
+            decode(&existing).map(Claim::Recorded)
+        } else {
+            Ok(Claim::Fresh)
+        };
     }
-    if existing.get_str("claim").is_ok_and(|d| d == digest) {
-        Ok(Claim::Fresh)
-    } else {
-        Ok(Claim::Mismatch)
+    let first = existing.get_str("claim_fingerprint").ok();
+    if let (Some(first), Some(mine)) = (first, fingerprint)
+        && first != mine
+    {
+        let outcome = if recorded {
+            Some(decode(&existing)?)
+        } else {
+            None
+        };
+        return Ok(Claim::Reused(outcome));
     }
+    Ok(Claim::Mismatch)
 }
 
 fn decode(document: &Document) -> Result<Outcome, StoreError> {
     let mut document = document.clone();
     document.remove("claim");
     document.remove("claimed_at");
+    document.remove("claim_fingerprint");
     let id = document.remove("_id").unwrap_or(Bson::Null);
     document.insert("operation_id", id);
     // The outcome is stored as JSON-shaped BSON; go through serde_json to get it back.
@@ -89,9 +114,10 @@ fn decode(document: &Document) -> Result<Outcome, StoreError> {
 /// with the original cannot overwrite it. Returns the outcome that is now on record.
 pub async fn record(
     store: &Store,
-    operation_id: Uuid,
+    envelope: &contracts::Envelope,
     effect: Effect,
 ) -> Result<Outcome, StoreError> {
+    let operation_id = envelope.message_id;
     let (status, rejection, resource) = match effect {
         Effect::Applied(resource) => (OutcomeStatus::Succeeded, None, resource),
         Effect::Rejected(rejection) => (OutcomeStatus::Rejected, Some(rejection), None),
@@ -102,6 +128,7 @@ pub async fn record(
         rejection,
         resource,
         completed_at: chrono::Utc::now(),
+        request_fingerprint: envelope.request_fingerprint.clone(),
     };
     let mut fields = match mongodb::bson::to_bson(&outcome)? {
         Bson::Document(fields) => fields,

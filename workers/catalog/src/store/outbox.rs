@@ -76,6 +76,7 @@ impl OutboxEntry {
             actor: self.actor.clone(),
             actor_role: None,
             actor_proof: None,
+            request_fingerprint: None,
             request_id: self.request_id.clone(),
             traceparent: self.traceparent.clone(),
         })
