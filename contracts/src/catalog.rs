@@ -369,7 +369,7 @@ pub fn validate_code(code: &str) -> Result<(), String> {
 
 /// Checks a title or a name: not blank, bounded length.
 pub fn validate_text(field: &str, value: &str, max: usize) -> Result<(), String> {
-    if value.trim().is_empty() {
+    if crate::text::is_blank(value) {
         return Err(format!("{field} must not be blank"));
     }
     if value.contains('\0') {

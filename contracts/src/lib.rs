@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod outcome;
 pub mod schema;
 pub mod social;
+pub mod text;
 
 pub use envelope::{Envelope, headers};
 pub use outcome::{Outcome, OutcomeStatus, QueryReply, Rejection, RejectionKind};

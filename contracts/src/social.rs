@@ -93,8 +93,8 @@ impl SocialCommand {
 
 /// Checks a post's text: not blank, at most [`MAX_POST_LEN`] characters.
 pub fn validate_post(body: &str) -> Result<(), String> {
-    if body.trim().is_empty() {
-        return Err("body must not be blank".into());
+    if crate::text::is_blank(body) {
+        return Err("body must not be blank (invisible characters count as blank)".into());
     }
     if body.contains('\0') {
         return Err("body must not contain NUL characters".into());

@@ -275,3 +275,25 @@ async fn ids_in_other_spellings_are_400_and_long_ids_are_not_echoed() {
     assert!(problem.to_string().len() < 500, "{problem}");
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_post_or_title_made_only_of_invisible_characters_is_refused() {
+    let app = spawn_app().await;
+    let post = app
+        .post(
+            "/v1/posts",
+            &serde_json::json!({"body": "\u{200B}\u{200B}\u{FEFF}\u{2060}"}),
+            Some(5),
+        )
+        .await;
+    assert_problem(post, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let course = app
+        .post(
+            "/v1/courses",
+            &serde_json::json!({"code": "BLANK1", "title": "\u{200D}\u{00AD} "}),
+            Some(5),
+        )
+        .await;
+    assert_problem(course, StatusCode::UNPROCESSABLE_ENTITY).await;
+    app.teardown().await;
+}

@@ -456,6 +456,23 @@ fn value_json(value: &AMQPValue) -> serde_json::Value {
     }
 }
 
+/// `text` cut to at most `limit` bytes (on a character boundary), with a line saying how
+/// much was left out; all of it when `limit` is `None`.
+pub fn shorten(text: &str, limit: Option<usize>) -> String {
+    let Some(limit) = limit.filter(|&l| text.len() > l) else {
+        return text.to_owned();
+    };
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n… {} more bytes (dlq show --full prints everything)",
+        &text[..end],
+        text.len() - end
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,5 +533,15 @@ mod tests {
         assert!(ids.wants("a"));
         assert!(!ids.wants("b"));
         assert!(Selection::All.wants("b"));
+    }
+
+    #[test]
+    fn long_bodies_are_cut_with_a_note_unless_asked_for_in_full() {
+        let body = "é".repeat(5000);
+        let short = shorten(&body, Some(4096));
+        assert!(short.len() < 4200, "{}", short.len());
+        assert!(short.contains("more bytes"));
+        assert_eq!(shorten(&body, None), body);
+        assert_eq!(shorten("small", Some(4096)), "small");
     }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! dlq list                          every dead-letter queue: count, then type/reason groups
 //! dlq list --queue social.commands  one queue, every letter
-//! dlq show <message-id>             headers and body of one letter
+//! dlq show <message-id> [--full]    headers and body of one letter (body cut at 4 KiB)
 //! dlq replay --queue social.commands --all | --id <message-id>...
 //! dlq discard --queue social.commands --id <message-id>...
 //! ```
@@ -16,6 +16,9 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use dlq::{DeadLetters, Selection};
+
+/// Bytes of a body `dlq show` prints unless asked for all of it.
+const SHOW_LIMIT: usize = 4096;
 
 #[derive(Parser)]
 #[command(version, about = "List, show and replay Switchyard dead letters")]
@@ -54,6 +57,9 @@ enum Command {
         /// Where to look (every dead-letter queue by default).
         #[arg(long)]
         queue: Option<String>,
+        /// Print the whole body (by default it is cut after 4 KiB).
+        #[arg(long)]
+        full: bool,
     },
     /// Moves letters back to the queue they died in (confirmed before removal).
     Replay {
@@ -155,7 +161,11 @@ async fn run(letters: &DeadLetters, command: Command) -> anyhow::Result<ExitCode
                 );
             }
         }
-        Command::Show { message_id, queue } => {
+        Command::Show {
+            message_id,
+            queue,
+            full,
+        } => {
             let queues = match queue {
                 Some(queue) => vec![letters.resolve(&queue)],
                 None => letters.known_queues(),
@@ -183,7 +193,10 @@ async fn run(letters: &DeadLetters, command: Command) -> anyhow::Result<ExitCode
                         "headers:   {}",
                         serde_json::to_string_pretty(&letter.headers).unwrap_or_default()
                     );
-                    println!("body:\n{body}");
+                    println!(
+                        "body:\n{}",
+                        dlq::shorten(&body, (!full).then_some(SHOW_LIMIT))
+                    );
                     return Ok(ExitCode::SUCCESS);
                 }
             }

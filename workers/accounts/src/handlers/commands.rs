@@ -137,10 +137,12 @@ async fn register_user(
         role: register.role,
     };
     if !store::insert(tx, &user, &register.password_hash).await? {
-        return Ok(Effect::Rejected(Rejection::conflict(format!(
-            "{} is already registered",
-            user.email
-        ))));
+        // A sign-up form has to say the address is taken (there is no e-mail
+        // verification to hide it behind); it is not echoed, and the auth rate limit
+        // bounds how fast anyone can probe. Login never tells (see the README).
+        return Ok(Effect::Rejected(Rejection::conflict(
+            "this e-mail address is already registered",
+        )));
     }
     emit(tx, envelope, &AccountsEvent::UserRegistered(user.clone())).await?;
     tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
