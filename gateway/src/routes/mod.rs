@@ -47,6 +47,61 @@ pub type Shared = Arc<State>;
 pub fn api(
     state: Shared,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    head_limits()
+        .and(api_routes(state))
+        .recover(problem::recover)
+        .unify()
+}
+
+/// Longest request target (path and query) accepted; longer is 414.
+const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// Most header bytes (names and values) accepted; more is 431.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most headers accepted; more is 431.
+const MAX_HEADERS: usize = 64;
+
+/// Refuses oversized request heads with problem+json before any route runs. These are
+/// tighter than hyper's own buffer (`SWITCHYARD_HTTP_MAX_HEAD_BYTES`), whose refusals
+/// have empty bodies, so a client normally hears why.
+fn head_limits() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and(warp::path::full())
+        .and(
+            warp::query::raw()
+                .or(warp::any().map(String::new))
+                .unify(),
+        )
+        .and_then(
+            |headers: warp::http::HeaderMap, path: warp::path::FullPath, query: String| async move {
+                if path.as_str().len() + query.len() > MAX_TARGET_BYTES {
+                    return Err(warp::reject::custom(Problem::new(
+                        StatusCode::URI_TOO_LONG,
+                        "uri-too-long",
+                        format!("the request target is over {MAX_TARGET_BYTES} bytes"),
+                    )));
+                }
+                let bytes: usize = headers
+                    .iter()
+                    .map(|(name, value)| name.as_str().len() + value.len())
+                    .sum();
+                if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+                    return Err(warp::reject::custom(Problem::new(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "headers-too-large",
+                        format!(
+                            "send at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"
+                        ),
+                    )));
+                }
+                Ok(())
+            },
+        )
+        .untuple_one()
+}
+
+fn api_routes(
+    state: Shared,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
     health::routes(state.clone())
         .or(auth::routes(state.clone()))
         .unify()
@@ -59,8 +114,6 @@ pub fn api(
         .or(teachers::routes(state.clone()))
         .unify()
         .or(operations::routes(state))
-        .unify()
-        .recover(problem::recover)
         .unify()
 }
 

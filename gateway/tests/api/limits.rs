@@ -269,9 +269,13 @@ async fn ids_in_other_spellings_are_400_and_long_ids_are_not_echoed() {
     let response = app.get(&format!("/v1/courses/{upper}")).await;
     assert_problem(response, StatusCode::NOT_FOUND).await;
 
-    let long = "a".repeat(10_000);
+    let long = "a".repeat(2_000);
     let response = app.get(&format!("/v1/courses/{long}")).await;
     let problem: Value = assert_problem(response, StatusCode::BAD_REQUEST).await;
+    assert!(problem.to_string().len() < 500, "{problem}");
+    let longer = "a".repeat(10_000);
+    let response = app.get(&format!("/v1/courses/{longer}")).await;
+    let problem: Value = assert_problem(response, StatusCode::URI_TOO_LONG).await;
     assert!(problem.to_string().len() < 500, "{problem}");
     app.teardown().await;
 }
@@ -295,5 +299,31 @@ async fn a_post_or_title_made_only_of_invisible_characters_is_refused() {
         )
         .await;
     assert_problem(course, StatusCode::UNPROCESSABLE_ENTITY).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn oversized_request_targets_and_headers_are_problem_json_not_empty_answers() {
+    let app = spawn_app().await;
+    let long_query = format!("/v1/courses?cursor={}", "a".repeat(9000));
+    let response = app.get(&long_query).await;
+    assert_problem(response, StatusCode::URI_TOO_LONG).await;
+    let mut many = app.anonymous.get(app.url("/livez"));
+    for i in 0..80 {
+        many = many.header(format!("x-extra-{i}"), "1");
+    }
+    assert_problem(
+        many.send().await.unwrap(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    )
+    .await;
+    let big = app
+        .anonymous
+        .get(app.url("/livez"))
+        .header("x-big", "b".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(big, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
     app.teardown().await;
 }
