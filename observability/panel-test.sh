@@ -24,7 +24,9 @@ LOAD_SECONDS=${PANEL_TEST_LOAD_SECONDS:-30}
 DEADLINE=60 # seconds any single step may take
 AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
 MONGO_URL="mongodb://127.0.0.1:27017"
-PG_BASE="postgres://postgres@127.0.0.1:5432"
+# ./dev test exports the superuser's password as PGPASSWORD (psql and the exporter read it;
+# the services need it in their URL).
+PG_BASE="postgres://postgres${PGPASSWORD:+:$PGPASSWORD}@127.0.0.1:5432"
 MGMT="http://127.0.0.1:15672/api"
 RMQ_PROM="127.0.0.1:15692"
 ADMIN_EMAIL=admin@panel.test
@@ -204,6 +206,7 @@ COMMON_ENV=(
   SWITCHYARD_ACTOR_KEY="$ACTOR_KEY"
 )
 ACCOUNTS_ENV=(SWITCHYARD_HEALTH_ADDR="127.0.0.1:$P_ACCOUNTS"
+  SWITCHYARD_KEY_ENCRYPTION_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
   SWITCHYARD_POSTGRES_URL="$PG_BASE/$DB_ACCOUNTS")
 
 BROKER_USED=1
@@ -238,7 +241,7 @@ say "services ready: gateway :$P_GATEWAY, catalog :$P_CATALOG, accounts :$P_ACCO
 # --- exporters and prometheus --------------------------------------------------------------
 start node-exporter prometheus-node-exporter --web.listen-address="127.0.0.1:$P_NODE" \
   --collector.textfile.directory="$TMP"
-start postgres-exporter env DATA_SOURCE_NAME="postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable" \
+start postgres-exporter env DATA_SOURCE_NAME="postgresql://postgres${PGPASSWORD:+:$PGPASSWORD}@127.0.0.1:5432/postgres?sslmode=disable" \
   prometheus-postgres-exporter --web.listen-address="127.0.0.1:$P_PG"
 start mongodb-exporter prometheus-mongodb-exporter -mongodb.uri="$MONGO_URL" \
   -web.listen-address="127.0.0.1:$P_MONGO" -logtostderr -log_dir="$TMP"

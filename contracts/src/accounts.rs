@@ -208,13 +208,26 @@ impl AccountsQuery {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-/// Body of `accounts.user.login`. Travels only as a transient request (never persisted).
+/// Body of `accounts.user.login`: the credentials sealed to accounts' login key (a
+/// libsodium sealed box: X25519 and XSalsa20-Poly1305), so no clear-text password ever
+/// crosses the broker, and only accounts can open it. Also sent transient (never written
+/// to the broker's disk) with an expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
+    /// The login key it is sealed to: the `kid` of an `enc` key in accounts' JWKS.
+    pub kid: String,
+    /// The sealed box of the JSON of [`Credentials`], base64url without padding.
+    pub sealed: String,
+}
+
+/// What a [`Login`] seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
     /// E-mail address.
     pub email: String,
-    /// Clear-text password.
+    /// Clear-text password (only ever inside the sealed box).
     pub password: String,
 }
 
@@ -346,8 +359,8 @@ mod tests {
         }
         let queries = [
             AccountsQuery::Login(Login {
-                email: "a@b.org".into(),
-                password: "p".into(),
+                kid: "k.login".into(),
+                sealed: "AAAA".into(),
             }),
             AccountsQuery::GetUser(UserRef { user_id: id }),
             AccountsQuery::Jwks(Empty {}),

@@ -6,7 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use contracts::accounts::{
-    self, AUDIENCE, AccountsQuery, Claims, Empty, ISSUER, Revocations, RevocationsSince, Role,
+    self, AUDIENCE, AccountsQuery, Claims, Credentials, Empty, ISSUER, Login, Revocations,
+    RevocationsSince, Role,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -47,7 +48,8 @@ pub enum AuthError {
     Revoked,
 }
 
-/// One JWK as published by accounts (OKP / Ed25519).
+/// One JWK as published by accounts (OKP: Ed25519 to verify tokens, X25519 to seal
+/// logins).
 #[derive(Debug, Deserialize)]
 struct Jwk {
     kid: String,
@@ -65,6 +67,8 @@ struct JwkSet {
 #[derive(Clone)]
 pub struct Verifier {
     keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    /// Accounts' newest login key: every login's credentials are sealed to it.
+    login_key: Arc<RwLock<Option<(String, crypto_box::PublicKey)>>>,
     refresh: Arc<Notify>,
     validation: Arc<Validation>,
     revoked: Arc<RwLock<Revoked>>,
@@ -94,6 +98,7 @@ impl Default for Verifier {
         validation.leeway = 5;
         Self {
             keys: Arc::default(),
+            login_key: Arc::default(),
             refresh: Arc::new(Notify::new()),
             validation: Arc::new(validation),
             revoked: Arc::default(),
@@ -234,7 +239,49 @@ impl Verifier {
         }
     }
 
+    /// Seals a login's credentials to accounts' login key, so the password never crosses
+    /// the broker in clear text. Unavailable until the keys are loaded.
+    pub fn seal_login(&self, email: &str, password: &str) -> Result<Login, AuthError> {
+        use base64::Engine as _;
+        let (kid, key) = self
+            .login_key
+            .read()
+            .ok()
+            .and_then(|k| k.clone())
+            .ok_or(AuthError::Unavailable)?;
+        let credentials = Credentials {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        };
+        let plain = serde_json::to_vec(&credentials).map_err(|_| AuthError::Unavailable)?;
+        let sealed = key
+            .seal(&mut crypto_box::aead::OsRng, &plain)
+            .map_err(|_| AuthError::Unavailable)?;
+        Ok(Login {
+            kid,
+            sealed: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
+        })
+    }
+
     fn install(&self, set: JwkSet) -> usize {
+        use base64::Engine as _;
+        // Newest first: the first login key is the one to seal to.
+        let login = set
+            .keys
+            .iter()
+            .filter(|k| k.kty == "OKP" && k.crv == "X25519")
+            .find_map(|k| {
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&k.x)
+                    .ok()?;
+                let bytes: [u8; 32] = bytes.try_into().ok()?;
+                Some((k.kid.clone(), crypto_box::PublicKey::from_bytes(bytes)))
+            });
+        if login.is_some()
+            && let Ok(mut current) = self.login_key.write()
+        {
+            *current = login;
+        }
         let parsed: HashMap<String, DecodingKey> = set
             .keys
             .into_iter()

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use contracts::accounts::{self, AccountsCommand, AccountsQuery, Login, Register, Role};
+use contracts::accounts::{self, AccountsCommand, AccountsQuery, Register, Role};
 use serde::Deserialize;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -140,10 +140,11 @@ async fn login(
 ) -> Result<Response, Infallible> {
     respond(
         async {
-            let query = AccountsQuery::Login(Login {
-                email: body.email,
-                password: body.password,
-            });
+            let sealed = state
+                .verifier
+                .seal_login(&body.email, &body.password)
+                .map_err(super::auth_problem)?;
+            let query = AccountsQuery::Login(sealed);
             let token = state
                 .dispatcher
                 .query(query.routing_key(), &query, &context)

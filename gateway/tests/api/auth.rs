@@ -164,7 +164,18 @@ async fn missing_malformed_expired_forged_and_underprivileged_tokens_are_refused
         .query_one("SELECT kid, private_der FROM signing_keys", &[])
         .await
         .unwrap();
-    let (kid, der): (String, Vec<u8>) = (row.get(0), row.get(1));
+    let (kid, stored): (String, Vec<u8>) = (row.get(0), row.get(1));
+    // The key is stored sealed; only the key-encryption key opens it.
+    assert!(
+        stored.starts_with(b"SYK1") && !stored.starts_with(&[0x30]),
+        "the private key is stored sealed, not as clear PKCS#8 DER"
+    );
+    let vault = accounts::vault::KeyVault::from_source(&std::collections::HashMap::from([(
+        "KEY_ENCRYPTION_KEY".to_owned(),
+        crate::helpers::key_encryption_key_hex(),
+    )]))
+    .unwrap();
+    let der = vault.open(&stored).unwrap().plain;
     let admin_id = uuid::Uuid::now_v7().to_string();
     let expired = forge(&kid, &der, &admin_id, 1_000);
     let problem =
@@ -300,7 +311,7 @@ async fn login_is_limited_more_tightly_than_the_rest() {
 }
 
 #[tokio::test]
-async fn a_login_request_is_transient_so_its_password_never_reaches_the_brokers_disk() {
+async fn a_login_request_is_sealed_and_transient_so_no_password_crosses_the_broker() {
     use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
     let app = spawn_app().await;
@@ -332,6 +343,11 @@ async fn a_login_request_is_transient_so_its_password_never_reaches_the_brokers_
         .unwrap()
         .expect("the login request was routed to the tap");
     let properties = &tapped.delivery.properties;
+    let body = String::from_utf8_lossy(&tapped.delivery.data);
+    assert!(
+        !body.contains(crate::helpers::ADMIN_PASSWORD) && !body.contains(ADMIN_EMAIL),
+        "the credentials are sealed: {body}"
+    );
     assert_eq!(*properties.delivery_mode(), Some(1), "transient");
     assert!(properties.expiration().is_some(), "with an expiry");
     app.teardown().await;

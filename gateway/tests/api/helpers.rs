@@ -150,6 +150,11 @@ pub fn actor_key_hex() -> String {
     "5a".repeat(32)
 }
 
+/// The key that seals the test stacks' token signing keys.
+pub fn key_encryption_key_hex() -> String {
+    "6b".repeat(32)
+}
+
 /// Vouches for `actor` with `role` on a hand-published command with `body`, as the
 /// gateway would.
 pub fn sign_actor<T: serde::Serialize>(
@@ -182,6 +187,7 @@ fn settings(prefix: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
         ("HEALTH_ADDR", "127.0.0.1:0".to_owned()),
         ("OPERATION_KEY", key),
         ("ACTOR_KEY", actor_key_hex()),
+        ("KEY_ENCRYPTION_KEY", key_encryption_key_hex()),
         ("QUERY_TIMEOUT_MS", "2000".to_owned()),
         ("RELAY_INTERVAL_MS", "200".to_owned()),
         ("GRACE_MS", "2000".to_owned()),

@@ -575,13 +575,58 @@ async fn a_query_postgresql_refuses_is_answered_as_invalid_at_once() {
     let bus = platform::bus::Bus::connect(&config, "test-client", true)
         .await
         .unwrap();
-    let query = contracts::accounts::AccountsQuery::Login(contracts::accounts::Login {
+    let exchange = bus.topology.commands_exchange();
+    // Seal the credentials as the gateway would: to accounts' login key from its JWKS.
+    let jwks_query = contracts::accounts::AccountsQuery::Jwks(contracts::accounts::Empty {});
+    let jwks_body = serde_json::to_vec(&jwks_query).unwrap();
+    let jwks_envelope = Envelope::new(jwks_query.routing_key(), 1, uuid::Uuid::now_v7());
+    let jwks = bus
+        .publisher
+        .request(
+            platform::bus::Outgoing {
+                exchange: &exchange,
+                routing_key: jwks_query.routing_key(),
+                envelope: &jwks_envelope,
+                body: &jwks_body,
+                mandatory: true,
+                expiration: Some(Duration::from_secs(5)),
+                extra_headers: None,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let jwks: Value = serde_json::from_slice(&jwks.body).unwrap();
+    let login_key = jwks["body"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["crv"] == "X25519")
+        .unwrap()
+        .clone();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let public: [u8; 32] = b64
+        .decode(login_key["x"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let credentials = contracts::accounts::Credentials {
         email: "nul\u{0}@example.org".into(),
         password: "long enough password".into(),
+    };
+    let sealed = crypto_box::PublicKey::from_bytes(public)
+        .seal(
+            &mut crypto_box::aead::OsRng,
+            &serde_json::to_vec(&credentials).unwrap(),
+        )
+        .unwrap();
+    let query = contracts::accounts::AccountsQuery::Login(contracts::accounts::Login {
+        kid: login_key["kid"].as_str().unwrap().to_owned(),
+        sealed: b64.encode(sealed),
     });
     let envelope = Envelope::new(query.routing_key(), 1, uuid::Uuid::now_v7());
     let body = serde_json::to_vec(&query).unwrap();
-    let exchange = bus.topology.commands_exchange();
     let started = Instant::now();
     let reply = bus
         .publisher

@@ -27,6 +27,8 @@ pub struct AccountsConfig {
     pub grace: Duration,
     /// Outbox relay tick (it is also woken after every commit).
     pub relay_interval: Duration,
+    /// Encrypts the token signing keys at rest.
+    pub vault: crate::vault::KeyVault,
 }
 
 impl AccountsConfig {
@@ -44,6 +46,7 @@ impl AccountsConfig {
         Ok(Self {
             bus: BusConfig::from_source(source)?,
             actor_key: platform::actor::ActorKey::from_source(source)?,
+            vault: crate::vault::KeyVault::from_source(source)?,
             pg: PgConfig::from_source(source, "accounts")?,
             health_addr: parse_or(
                 source,

@@ -7,12 +7,13 @@ pub mod handlers;
 pub mod keys;
 pub mod startup;
 pub mod store;
+pub mod vault;
 
 pub use config::AccountsConfig;
 pub use startup::Application;
 
 /// The accounts schema, after the shared messaging tables.
-pub const MIGRATIONS: [platform::pg::migrate::Migration; 2] = [
+pub const MIGRATIONS: [platform::pg::migrate::Migration; 3] = [
     platform::pg::migrate::Migration {
         version: 100,
         name: "accounts",
@@ -22,5 +23,10 @@ pub const MIGRATIONS: [platform::pg::migrate::Migration; 2] = [
         version: 101,
         name: "deleted users",
         sql: include_str!("../migrations/0101_deleted_users.sql"),
+    },
+    platform::pg::migrate::Migration {
+        version: 102,
+        name: "sealed signing keys",
+        sql: include_str!("../migrations/0102_sealed_signing_keys.sql"),
     },
 ];

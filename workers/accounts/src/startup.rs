@@ -33,7 +33,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let pool = platform::pg::pool(&config.pg)?;
         migrate::run(&pool, &crate::MIGRATIONS).await?;
-        let keys = Arc::new(KeyRing::load_or_create(&pool).await?);
+        let keys = Arc::new(KeyRing::load_or_create(&pool, &config.vault).await?);
         let params = config.hash;
         let decoy = tokio::task::spawn_blocking(move || {
             password::hash("decoy password for timing", params)

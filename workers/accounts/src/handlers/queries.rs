@@ -98,6 +98,13 @@ impl QueryHandler {
     }
 
     async fn login(&self, login: Login) -> Result<QueryReply, Transient> {
+        let Some(login) = self.keys.open_login(&login) else {
+            // Sealed to a key we do not have (or tampered with): the gateway's copy of the
+            // keys is stale; it refreshes them on the next unknown key.
+            return Ok(rejected(Rejection::invalid(
+                "the credentials are sealed to an unknown login key; try again",
+            )));
+        };
         let client = self.pool.get().await?;
         let found = store::credentials(&client, &login.email).await?;
         drop(client);
