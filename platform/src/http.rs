@@ -318,24 +318,18 @@ impl Drop for Served {
         if let Some(metrics) = &self.metrics {
             metrics.observe_http(&self.route, self.method, status, elapsed);
         }
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if self.status.is_some() {
-            tracing::info!(
-                http.method = self.method,
-                http.path = %self.path,
-                http.status = status,
-                latency_ms,
-                "request served"
-            );
+        let message = if self.status.is_some() {
+            "request served"
         } else {
-            tracing::info!(
-                http.method = self.method,
-                http.path = %self.path,
-                http.status = status,
-                latency_ms,
-                "client closed the connection before the answer"
-            );
-        }
+            "client closed the connection before the answer"
+        };
+        tracing::info!(
+            http.method = self.method,
+            http.path = %self.path,
+            http.status = status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "{message}"
+        );
     }
 }
 

@@ -42,6 +42,26 @@ async fn publish<T: Serialize>(
         .unwrap();
 }
 
+/// The status the catalog recorded for `operation`, waiting up to 10 s for one.
+async fn catalog_status(app: &TestApp, operation: Uuid) -> String {
+    let operations = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("operations");
+    let filter = mongodb::bson::doc! {"_id": operation.to_string(), "status": {"$exists": true}};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(found) = operations.find_one(filter.clone()).await.unwrap() {
+            return found.get_str("status").unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no outcome for {operation}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Rows in social's tables for `user`: (author rows, posts).
 async fn social_rows(app: &TestApp, user: &str) -> (i64, i64) {
     let url = database_url(&format!("{}_social", app.prefix));
@@ -322,24 +342,7 @@ async fn a_course_command_from_a_deleted_teacher_is_refused_by_the_catalog() {
         &command,
     )
     .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let outcome = loop {
-        let found = app
-            .mongo()
-            .await
-            .collection::<mongodb::bson::Document>("operations")
-            .find_one(
-                mongodb::bson::doc! {"_id": operation.to_string(), "status": {"$exists": true}},
-            )
-            .await
-            .unwrap();
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(std::time::Instant::now() < deadline, "no outcome");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    assert_eq!(outcome.get_str("status").unwrap(), "rejected");
+    assert_eq!(catalog_status(&app, operation).await, "rejected");
     let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
     assert!(!courses.to_string().contains("GHOST"));
     app.teardown().await;
@@ -525,24 +528,7 @@ async fn the_catalog_rechecks_the_role_a_vouched_for_actor_holds() {
         &command,
     )
     .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let outcome = loop {
-        let found = app
-            .mongo()
-            .await
-            .collection::<mongodb::bson::Document>("operations")
-            .find_one(
-                mongodb::bson::doc! {"_id": operation.to_string(), "status": {"$exists": true}},
-            )
-            .await
-            .unwrap();
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(std::time::Instant::now() < deadline, "no outcome");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    assert_eq!(outcome.get_str("status").unwrap(), "rejected");
+    assert_eq!(catalog_status(&app, operation).await, "rejected");
     let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
     assert!(!courses.to_string().contains("STUDENT1"));
     app.teardown().await;

@@ -560,6 +560,33 @@ async fn exhausted_retries_are_dead_lettered_and_the_replay_tool_brings_them_bac
     app.teardown().await;
 }
 
+/// Asks an accounts query over `bus` as another client would, and returns the reply.
+async fn ask(
+    bus: &platform::bus::Bus,
+    exchange: &str,
+    query: &contracts::accounts::AccountsQuery,
+) -> Value {
+    let envelope = Envelope::new(query.routing_key(), 1, uuid::Uuid::now_v7());
+    let body = serde_json::to_vec(query).unwrap();
+    let reply = bus
+        .publisher
+        .request(
+            platform::bus::Outgoing {
+                exchange,
+                routing_key: query.routing_key(),
+                envelope: &envelope,
+                body: &body,
+                mandatory: true,
+                expiration: Some(Duration::from_secs(5)),
+                extra_headers: None,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("an answer, not a timeout");
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
 #[tokio::test]
 async fn a_query_postgresql_refuses_is_answered_as_invalid_at_once() {
     // The gateway refuses NUL characters; another client of the bus might not. Accounts
@@ -577,26 +604,12 @@ async fn a_query_postgresql_refuses_is_answered_as_invalid_at_once() {
         .unwrap();
     let exchange = bus.topology.commands_exchange();
     // Seal the credentials as the gateway would: to accounts' login key from its JWKS.
-    let jwks_query = contracts::accounts::AccountsQuery::Jwks(contracts::accounts::Empty {});
-    let jwks_body = serde_json::to_vec(&jwks_query).unwrap();
-    let jwks_envelope = Envelope::new(jwks_query.routing_key(), 1, uuid::Uuid::now_v7());
-    let jwks = bus
-        .publisher
-        .request(
-            platform::bus::Outgoing {
-                exchange: &exchange,
-                routing_key: jwks_query.routing_key(),
-                envelope: &jwks_envelope,
-                body: &jwks_body,
-                mandatory: true,
-                expiration: Some(Duration::from_secs(5)),
-                extra_headers: None,
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    let jwks: Value = serde_json::from_slice(&jwks.body).unwrap();
+    let jwks = ask(
+        &bus,
+        &exchange,
+        &contracts::accounts::AccountsQuery::Jwks(contracts::accounts::Empty {}),
+    )
+    .await;
     let login_key = jwks["body"]["keys"]
         .as_array()
         .unwrap()
@@ -625,27 +638,9 @@ async fn a_query_postgresql_refuses_is_answered_as_invalid_at_once() {
         kid: login_key["kid"].as_str().unwrap().to_owned(),
         sealed: b64.encode(sealed),
     });
-    let envelope = Envelope::new(query.routing_key(), 1, uuid::Uuid::now_v7());
-    let body = serde_json::to_vec(&query).unwrap();
     let started = Instant::now();
-    let reply = bus
-        .publisher
-        .request(
-            platform::bus::Outgoing {
-                exchange: &exchange,
-                routing_key: query.routing_key(),
-                envelope: &envelope,
-                body: &body,
-                mandatory: true,
-                expiration: Some(Duration::from_secs(5)),
-                extra_headers: None,
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("an answer, not a timeout");
+    let answer = ask(&bus, &exchange, &query).await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let answer: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(answer["status"], "rejected", "{answer}");
     assert_eq!(answer["rejection"]["kind"], "invalid", "{answer}");
     assert!(
