@@ -42,6 +42,32 @@ async fn publish<T: Serialize>(
         .unwrap();
 }
 
+/// Publishes a signed course creation by `actor` with `role` by hand and asserts the
+/// catalog records it as rejected and creates nothing.
+async fn assert_catalog_refuses(app: &TestApp, actor: &str, role: &str, code: &str) {
+    let operation = Uuid::now_v7();
+    let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
+    envelope.message_id = operation;
+    let command = CatalogCommand::CreateCourse(CreateCourse {
+        course_id: Uuid::now_v7(),
+        code: code.into(),
+        title: format!("{code} by a {role}"),
+        description: String::new(),
+    });
+    crate::helpers::sign_actor(&mut envelope, actor, role, &command);
+    publish(
+        app,
+        "commands",
+        catalog::commands::COURSE_CREATE,
+        &envelope,
+        &command,
+    )
+    .await;
+    assert_eq!(catalog_status(app, operation).await, "rejected");
+    let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
+    assert!(!courses.to_string().contains(code), "{courses}");
+}
+
 /// The status the catalog recorded for `operation`, waiting up to 10 s for one.
 async fn catalog_status(app: &TestApp, operation: Uuid) -> String {
     let operations = app
@@ -324,27 +350,7 @@ async fn a_course_command_from_a_deleted_teacher_is_refused_by_the_catalog() {
     );
     app.eventually(&format!("/v1/teachers/{teacher}"), |t| t["status"] == 404)
         .await;
-    let operation = Uuid::now_v7();
-    let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
-    envelope.message_id = operation;
-    let command = CatalogCommand::CreateCourse(CreateCourse {
-        course_id: Uuid::now_v7(),
-        code: "GHOST".into(),
-        title: "From a deleted teacher".into(),
-        description: String::new(),
-    });
-    crate::helpers::sign_actor(&mut envelope, &teacher, "teacher", &command);
-    publish(
-        &app,
-        "commands",
-        catalog::commands::COURSE_CREATE,
-        &envelope,
-        &command,
-    )
-    .await;
-    assert_eq!(catalog_status(&app, operation).await, "rejected");
-    let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
-    assert!(!courses.to_string().contains("GHOST"));
+    assert_catalog_refuses(&app, &teacher, "teacher", "GHOST").await;
     app.teardown().await;
 }
 
@@ -510,26 +516,6 @@ async fn commands_with_an_actor_the_gateway_did_not_vouch_for_are_dead_lettered(
 async fn the_catalog_rechecks_the_role_a_vouched_for_actor_holds() {
     let app = spawn_app().await;
     let (student, _) = app.user("Sam", "student").await;
-    let operation = Uuid::now_v7();
-    let mut envelope = contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, operation);
-    envelope.message_id = operation;
-    let command = CatalogCommand::CreateCourse(CreateCourse {
-        course_id: Uuid::now_v7(),
-        code: "STUDENT1".into(),
-        title: "By a student".into(),
-        description: String::new(),
-    });
-    crate::helpers::sign_actor(&mut envelope, &student, "student", &command);
-    publish(
-        &app,
-        "commands",
-        catalog::commands::COURSE_CREATE,
-        &envelope,
-        &command,
-    )
-    .await;
-    assert_eq!(catalog_status(&app, operation).await, "rejected");
-    let courses: Value = app.get("/v1/courses").await.json().await.unwrap();
-    assert!(!courses.to_string().contains("STUDENT1"));
+    assert_catalog_refuses(&app, &student, "student", "STUDENT1").await;
     app.teardown().await;
 }
