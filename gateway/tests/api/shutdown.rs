@@ -1,5 +1,6 @@
-//! SIGTERM on the real gateway binary: it stops accepting connections at once, lets the
-//! request in flight finish, and exits 0.
+//! The real gateway binary: on SIGTERM it stops accepting connections at once, lets the
+//! request in flight finish, and exits 0; `gateway healthcheck` reports readiness by its
+//! exit status (for container healthchecks in images without curl).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -100,4 +101,42 @@ async fn sigterm_stops_intake_finishes_open_requests_and_exits_zero() {
     assert!(exit.success(), "exit status {exit:?}");
     assert!(signalled.elapsed() < Duration::from_secs(5));
     delete_broker_objects(&prefix).await;
+}
+
+#[tokio::test]
+async fn the_healthcheck_command_exits_0_when_ready_and_1_otherwise() {
+    let app = crate::helpers::spawn_app().await;
+    // Off the test's runtime: the gateway under test must keep answering meanwhile.
+    let run = |addr: String| async move {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_gateway"))
+                .arg("healthcheck")
+                .env("SWITCHYARD_HTTP_ADDR", addr)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        run(app.address.to_string()).await.success(),
+        "a ready gateway"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert_eq!(
+        run(closed.to_string()).await.code(),
+        Some(1),
+        "nothing listening"
+    );
+    assert_eq!(
+        run("not an address".into()).await.code(),
+        Some(2),
+        "bad setting"
+    );
+    app.teardown().await;
 }

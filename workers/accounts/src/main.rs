@@ -10,6 +10,15 @@ use accounts::{AccountsConfig, Application};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9102));
+        return platform::health::healthcheck(
+            "HEALTH_ADDR",
+            default,
+            std::time::Duration::from_secs(3),
+        )
+        .await;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match AccountsConfig::from_source(&platform::config::Environment) {
         Ok(config) => config,

@@ -6,6 +6,15 @@ use catalog::{Application, CatalogConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9101));
+        return platform::health::healthcheck(
+            "HEALTH_ADDR",
+            default,
+            std::time::Duration::from_secs(3),
+        )
+        .await;
+    }
     let _telemetry = platform::telemetry::init("catalog");
     let config = match CatalogConfig::from_source(&platform::config::Environment) {
         Ok(config) => config,

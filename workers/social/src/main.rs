@@ -6,6 +6,15 @@ use social::{Application, SocialConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9103));
+        return platform::health::healthcheck(
+            "HEALTH_ADDR",
+            default,
+            std::time::Duration::from_secs(3),
+        )
+        .await;
+    }
     let _telemetry = platform::telemetry::init("social");
     let config = match SocialConfig::from_source(&platform::config::Environment) {
         Ok(config) => config,
