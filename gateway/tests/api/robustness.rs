@@ -428,24 +428,33 @@ async fn the_gateway_and_the_workers_expose_openmetrics_with_what_happened() {
             "gateway /metrics lacks {expected}:\n{gateway}"
         );
     }
-    let catalog = app
-        .anonymous
-        .get(format!("http://{}/metrics", app.catalog_health.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for expected in [
+    // The worker counts the ack after sending it, which can be just after the answer the
+    // test waited on: poll until the counters show up (or the deadline says they never will).
+    let expected = [
         r#"switchyard_messages_consumed_total{queue="catalog.commands",outcome="ack"} 1"#,
         "switchyard_courses_created_total 1",
         r#"switchyard_end_to_end_latency_seconds_count{message_type="catalog.course.create"} 1"#,
-    ] {
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let catalog = app
+            .anonymous
+            .get(format!("http://{}/metrics", app.catalog_health.unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let missing: Vec<_> = expected.iter().filter(|e| !catalog.contains(*e)).collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            catalog.contains(expected),
-            "catalog /metrics lacks {expected}:\n{catalog}"
+            std::time::Instant::now() < deadline,
+            "catalog /metrics lacks {missing:?}:\n{catalog}"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.teardown().await;
 }
