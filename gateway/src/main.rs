@@ -6,17 +6,14 @@ use gateway::{Application, GatewayConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
-        return platform::health::healthcheck(
-            "HTTP_ADDR",
-            default,
-            std::time::Duration::from_secs(3),
-        )
-        .await;
-    }
-    let _telemetry = platform::telemetry::init("gateway");
-    let config = match GatewayConfig::from_source(&platform::config::Environment) {
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
+    let check: platform::cli::Check = |source| GatewayConfig::from_source(source).map(drop);
+    let (source, _telemetry) =
+        match platform::cli::start("gateway", "HTTP_ADDR", default, check).await {
+            platform::cli::Start::Run { source, telemetry } => (source, telemetry),
+            platform::cli::Start::Exit(code) => return code,
+        };
+    let config = match GatewayConfig::from_source(&source) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("gateway: {error}");

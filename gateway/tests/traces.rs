@@ -107,6 +107,7 @@ async fn creating_a_course_is_one_trace_from_the_gateway_through_catalog_to_soci
     let config = platform::telemetry::TraceConfig {
         otlp_endpoint: Some(endpoint),
         sample_ratio: 1.0,
+        log: None,
     };
     let telemetry = platform::telemetry::init_with("switchyard-test", &config);
     let app = helpers::spawn_app().await;

@@ -32,6 +32,94 @@ impl Source for HashMap<String, String> {
     }
 }
 
+/// Every `SWITCHYARD_*` variable of this process, read once at startup, as a [`Source`].
+///
+/// `SWITCHYARD_<NAME>_FILE=/path` stands for `SWITCHYARD_<NAME>` with the file's content
+/// (one trailing newline dropped): container platforms hand secrets over as files
+/// (compose `secrets:`, Kubernetes secret volumes), and a value in a file stays out of
+/// `docker inspect` and `/proc/<pid>/environ`. Setting both forms, or naming a file that
+/// cannot be read, is an error rather than a silent default.
+pub fn environment() -> Result<HashMap<String, String>, ConfigError> {
+    from_variables(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))))
+}
+
+fn from_variables(
+    variables: impl Iterator<Item = (String, std::ffi::OsString)>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let mut plain = HashMap::new();
+    let mut files = Vec::new();
+    for (key, value) in variables {
+        let Some(name) = key.strip_prefix("SWITCHYARD_") else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::new(name, "<not UTF-8>", "must be UTF-8"))?;
+        match name.strip_suffix("_FILE") {
+            Some(base) if !base.is_empty() => files.push((base.to_owned(), value)),
+            _ => {
+                plain.insert(name.to_owned(), value);
+            }
+        }
+    }
+    for (name, path) in files {
+        let file = format!("{name}_FILE");
+        if plain.contains_key(&name) {
+            let reason = format!("set either SWITCHYARD_{name} or SWITCHYARD_{file}, not both");
+            return Err(ConfigError::new(&file, &path, reason));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::new(&file, &path, format!("cannot read it: {e}")))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        plain.insert(name, text.to_owned());
+    }
+    Ok(plain)
+}
+
+/// A [`Source`] that remembers every name asked of it: `<binary> check-config` reports
+/// which variables a service reads, so deployment files can be checked against the code.
+pub struct Recording<'a> {
+    inner: &'a dyn Source,
+    asked: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl<'a> Recording<'a> {
+    /// Records what is asked of `inner`.
+    pub fn new(inner: &'a dyn Source) -> Self {
+        Self {
+            inner,
+            asked: Default::default(),
+        }
+    }
+
+    /// The names asked so far, sorted, without the prefix.
+    pub fn asked(&self) -> Vec<String> {
+        match self.asked.lock() {
+            Ok(asked) => asked.iter().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().iter().cloned().collect(),
+        }
+    }
+}
+
+impl Source for Recording<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        match self.asked.lock() {
+            Ok(mut asked) => asked.insert(name.to_owned()),
+            Err(poisoned) => poisoned.into_inner().insert(name.to_owned()),
+        };
+        self.inner.get(name)
+    }
+}
+
+impl std::fmt::Debug for Recording<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("asked", &self.asked())
+            .finish()
+    }
+}
+
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: SWITCHYARD_{name}={value:?}: {reason}")]
@@ -226,6 +314,51 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    fn variables(pairs: &[(&str, &str)]) -> Result<HashMap<String, String>, ConfigError> {
+        from_variables(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())))
+    }
+
+    #[test]
+    fn a_file_variable_stands_for_the_value_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("switchyard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("actor.key");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let path = secret.to_str().unwrap();
+        let read = variables(&[
+            ("SWITCHYARD_ACTOR_KEY_FILE", path),
+            ("SWITCHYARD_PREFIX", "p"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        assert_eq!(read.get("ACTOR_KEY").map(String::as_str), Some("s3cret"));
+        assert_eq!(read.get("PREFIX").map(String::as_str), Some("p"));
+        assert!(!read.contains_key("ACTOR_KEY_FILE") && !read.contains_key("HOME"));
+
+        let both = variables(&[
+            ("SWITCHYARD_ACTOR_KEY_FILE", path),
+            ("SWITCHYARD_ACTOR_KEY", "x"),
+        ])
+        .unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let missing = variables(&[("SWITCHYARD_ACTOR_KEY_FILE", "/nonexistent/k")]).unwrap_err();
+        assert!(
+            missing.to_string().contains("SWITCHYARD_ACTOR_KEY_FILE"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_recording_source_lists_what_was_asked() {
+        let inner = source(&[("PREFETCH", "5")]);
+        let recording = Recording::new(&inner);
+        BusConfig::from_source(&recording).unwrap();
+        let asked = recording.asked();
+        assert!(asked.contains(&"PREFETCH".to_owned()), "{asked:?}");
+        assert!(asked.contains(&"AMQP_URL".to_owned()), "{asked:?}");
     }
 
     #[test]

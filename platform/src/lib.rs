@@ -5,6 +5,7 @@
 pub mod actor;
 pub mod backoff;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use crate::config::{ConfigError, Source};
+
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -28,29 +30,49 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Where and how much to trace.
+/// What to log and where and how much to trace.
 #[derive(Debug, Clone, Default)]
 pub struct TraceConfig {
     /// OTLP/HTTP traces endpoint; no export when absent.
     pub otlp_endpoint: Option<String>,
     /// Fraction of traces kept, 0.0–1.0.
     pub sample_ratio: f64,
+    /// Log filter (`RUST_LOG` syntax); `info` when absent.
+    pub log: Option<String>,
 }
 
 impl TraceConfig {
-    /// Reads `SWITCHYARD_OTLP_ENDPOINT` and `SWITCHYARD_TRACE_SAMPLE_RATIO`.
-    pub fn from_env() -> Self {
-        let ratio = std::env::var("SWITCHYARD_TRACE_SAMPLE_RATIO")
-            .ok()
-            .and_then(|r| r.parse::<f64>().ok())
-            .filter(|r| (0.0..=1.0).contains(r))
-            .unwrap_or(1.0);
-        Self {
-            otlp_endpoint: std::env::var("SWITCHYARD_OTLP_ENDPOINT")
-                .ok()
-                .filter(|e| !e.is_empty()),
-            sample_ratio: ratio,
+    /// Reads `OTLP_ENDPOINT`, `TRACE_SAMPLE_RATIO` and `LOG` from `source`, refusing bad
+    /// values (services: a typo in a deployment file should stop the start, not be ignored).
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let sample_ratio: f64 = crate::config::parse_or(source, "TRACE_SAMPLE_RATIO", 1.0)?;
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            let value = sample_ratio.to_string();
+            return Err(ConfigError::new(
+                "TRACE_SAMPLE_RATIO",
+                &value,
+                "must be 0.0 to 1.0",
+            ));
         }
+        let otlp_endpoint = source.get("OTLP_ENDPOINT").filter(|e| !e.is_empty());
+        if let Some(endpoint) = &otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "OTLP_ENDPOINT",
+                endpoint,
+                "must be an http:// or https:// URL (OTLP/HTTP)",
+            ));
+        }
+        let log = source.get("LOG");
+        if let Some(filter) = &log {
+            EnvFilter::try_new(filter).map_err(|e| ConfigError::new("LOG", filter, e))?;
+        }
+        Ok(Self {
+            otlp_endpoint,
+            sample_ratio,
+            log,
+        })
     }
 }
 
@@ -80,11 +102,6 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs JSON logs and, if configured, OTLP traces from the environment. Call once.
-pub fn init(service: &'static str) -> TelemetryGuard {
-    init_with(service, &TraceConfig::from_env())
-}
-
 /// Installs JSON logs and traces as configured. A second call in one process (tests) is
 /// ignored and returns an inert guard.
 pub fn init_with(service: &'static str, config: &TraceConfig) -> TelemetryGuard {
@@ -98,8 +115,9 @@ pub fn init_with_writer(
     writer: BoxMakeWriter,
 ) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = std::env::var("SWITCHYARD_LOG")
-        .ok()
+    let filter = config
+        .log
+        .as_deref()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let json = tracing_subscriber::fmt::layer()
@@ -165,7 +183,11 @@ pub fn init_with_writer(
 /// For tests: logs only when `TEST_LOG` is set, so passing runs stay quiet.
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
-        std::mem::forget(init("test"));
+        let config = TraceConfig {
+            log: std::env::var("SWITCHYARD_LOG").ok(),
+            ..TraceConfig::default()
+        };
+        std::mem::forget(init_with("test", &config));
     }
 }
 

@@ -10,17 +10,15 @@ use accounts::{AccountsConfig, Application};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9102));
-        return platform::health::healthcheck(
-            "HEALTH_ADDR",
-            default,
-            std::time::Duration::from_secs(3),
-        )
-        .await;
-    }
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9102));
+    let check: platform::cli::Check = |source| AccountsConfig::from_source(source).map(drop);
+    let (source, _telemetry) =
+        match platform::cli::start("accounts", "HEALTH_ADDR", default, check).await {
+            platform::cli::Start::Run { source, telemetry } => (source, telemetry),
+            platform::cli::Start::Exit(code) => return code,
+        };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match AccountsConfig::from_source(&platform::config::Environment) {
+    let config = match AccountsConfig::from_source(&source) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("accounts: {error}");
@@ -40,7 +38,6 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: AccountsConfig) -> ExitCode {
-    let _telemetry = platform::telemetry::init("accounts");
     let shutdown = platform::shutdown::on_signal();
     let app = match Application::build(config, shutdown).await {
         Ok(app) => app,

@@ -37,12 +37,9 @@ pub struct Opened {
 }
 
 fn read_key(source: &dyn Source, name: &str) -> Result<Option<XSalsa20Poly1305>, ConfigError> {
-    let file = format!("{name}_FILE");
-    let text = match (source.get(name), source.get(&file)) {
-        (Some(text), _) => text,
-        (None, Some(path)) => std::fs::read_to_string(path.trim())
-            .map_err(|e| ConfigError::new(&file, &path, format!("cannot read it: {e}")))?,
-        (None, None) => return Ok(None),
+    // `_FILE` forms are resolved by `platform::config::environment`.
+    let Some(text) = source.get(name) else {
+        return Ok(None);
     };
     let bytes = hex::decode(text.trim())
         .map_err(|_| ConfigError::new(name, "<hidden>", "must be 64 hex characters"))?;

@@ -6,17 +6,14 @@ use catalog::{Application, CatalogConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9101));
-        return platform::health::healthcheck(
-            "HEALTH_ADDR",
-            default,
-            std::time::Duration::from_secs(3),
-        )
-        .await;
-    }
-    let _telemetry = platform::telemetry::init("catalog");
-    let config = match CatalogConfig::from_source(&platform::config::Environment) {
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9101));
+    let check: platform::cli::Check = |source| CatalogConfig::from_source(source).map(drop);
+    let (source, _telemetry) =
+        match platform::cli::start("catalog", "HEALTH_ADDR", default, check).await {
+            platform::cli::Start::Run { source, telemetry } => (source, telemetry),
+            platform::cli::Start::Exit(code) => return code,
+        };
+    let config = match CatalogConfig::from_source(&source) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("catalog: {error}");
