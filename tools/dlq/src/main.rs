@@ -31,6 +31,9 @@ struct Cli {
         hide_env_values = true
     )]
     amqp_url: String,
+    /// File holding the broker URL instead (a container secret); wins over --amqp-url.
+    #[arg(long, env = "SWITCHYARD_AMQP_URL_FILE")]
+    amqp_url_file: Option<std::path::PathBuf>,
     /// Prefix of the deployment's queue names.
     #[arg(long, env = "SWITCHYARD_PREFIX", default_value = "switchyard")]
     prefix: String,
@@ -87,7 +90,17 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let letters = match DeadLetters::connect(&cli.amqp_url, &cli.prefix).await {
+    let amqp_url = match &cli.amqp_url_file {
+        None => cli.amqp_url.clone(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text.trim_end().to_owned(),
+            Err(error) => {
+                eprintln!("dlq: cannot read {}: {error}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let letters = match DeadLetters::connect(&amqp_url, &cli.prefix).await {
         Ok(letters) => letters,
         Err(error) => {
             eprintln!("dlq: {error:#}");

@@ -11,6 +11,12 @@ use uuid::Uuid;
 use crate::store;
 use platform::password::{self, HashParams};
 
+/// The email asked for is taken already (a re-run of a deployment's one-shot admin step
+/// checks for it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is already registered")]
+pub struct AlreadyRegistered(pub String);
+
 /// Creates an admin with `password` and announces it like any registration.
 pub async fn create_admin(
     pool: &Pool,
@@ -34,7 +40,7 @@ pub async fn create_admin(
     let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
     let tx = client.transaction().await?;
     if !store::insert(&tx, &user, &hash).await? {
-        anyhow::bail!("{} is already registered", user.email);
+        return Err(AlreadyRegistered(user.email).into());
     }
     let mut envelope = Envelope::new(events::USER_REGISTERED, SCHEMA_VERSION, Uuid::now_v7());
     envelope.actor = Some(user.id.to_string());

@@ -1,7 +1,8 @@
 //! Runs the accounts worker until SIGTERM, or a one-off command:
 //!
-//! `accounts create-admin --email EMAIL --name NAME` reads the password from the first
-//! line of standard input and creates an admin (the only way one comes to exist).
+//! `accounts create-admin --email EMAIL --name NAME [--password-file FILE] [--if-missing]`
+//! reads the password from the first line of FILE or of standard input and creates an
+//! admin (the only way one comes to exist); `--if-missing` makes a re-run a success.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -67,17 +68,31 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 }
 
 async fn create_admin(config: AccountsConfig, args: &[String]) -> ExitCode {
+    const USAGE: &str = "accounts: usage: accounts create-admin --email EMAIL --name NAME [--password-file FILE] [--if-missing]  (password: first line of FILE, or of standard input)";
     let (Some(email), Some(name)) = (flag(args, "--email"), flag(args, "--name")) else {
-        eprintln!(
-            "accounts: usage: accounts create-admin --email EMAIL --name NAME  (password on stdin)"
-        );
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let mut password = String::new();
-    if std::io::stdin().lock().read_line(&mut password).is_err() {
-        eprintln!("accounts: cannot read the password from standard input");
-        return ExitCode::from(2);
-    }
+    let if_missing = args.iter().any(|a| a == "--if-missing");
+    // A file, for deployments whose one-shot step has no standard input (compose, a
+    // Kubernetes Job with the password in a secret volume).
+    let password = match flag(args, "--password-file") {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => text.lines().next().unwrap_or_default().to_owned(),
+            Err(error) => {
+                eprintln!("accounts: cannot read the password from {path}: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().lock().read_line(&mut line).is_err() {
+                eprintln!("accounts: cannot read the password from standard input");
+                return ExitCode::from(2);
+            }
+            line
+        }
+    };
     let password = password.trim_end_matches(['\r', '\n']);
     let result = async {
         let pool = platform::pg::pool(&config.pg)?;
@@ -88,6 +103,15 @@ async fn create_admin(config: AccountsConfig, args: &[String]) -> ExitCode {
     match result {
         Ok(user) => {
             println!("created admin {} ({})", user.email, user.id);
+            ExitCode::SUCCESS
+        }
+        Err(error)
+            if if_missing
+                && error
+                    .downcast_ref::<accounts::admin::AlreadyRegistered>()
+                    .is_some() =>
+        {
+            println!("accounts: {error}; nothing to do");
             ExitCode::SUCCESS
         }
         Err(error) => {

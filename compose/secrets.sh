@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Makes every secret the compose stack reads, as files in one directory (default
+# compose/secrets/, never committed): random keys and passwords, the connection URLs built
+# from them, and the Elasticsearch CA and node certificate. Existing files are kept, so a
+# re-run adds only what is missing and never locks a running stack out.
+# Usage: compose/secrets.sh [DIR]; AMQP_HOST/AMQP_PORT, PG_HOST/PG_PORT change the hosts in
+# the URLs (defaults: the compose service names).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+DIR=${1:-$HERE/secrets}
+AMQP_HOST=${AMQP_HOST:-rabbitmq}
+AMQP_PORT=${AMQP_PORT:-5672}
+PG_HOST=${PG_HOST:-postgres}
+PG_PORT=${PG_PORT:-5432}
+
+command -v openssl >/dev/null || { echo "secrets: error: openssl is needed" >&2; exit 1; }
+mkdir -p "$DIR"
+chmod 700 "$DIR"
+
+# The containers run as their own users (10001, postgres, rabbitmq, grafana, ...), so the
+# files are world-readable inside a directory only root can enter.
+put() { # put NAME VALUE: writes the secret unless it exists
+  [[ -s $DIR/$1 ]] && return 0
+  (umask 022 && printf '%s\n' "$2" >"$DIR/$1.tmp" && mv "$DIR/$1.tmp" "$DIR/$1")
+}
+hex() { openssl rand -hex "$1"; }
+value() { tr -d '\n' <"$DIR/$1"; }
+
+put actor_key "$(hex 32)"
+put operation_key "$(hex 32)"
+put key_encryption_key "$(hex 32)"
+put admin_password "$(hex 16)"
+put rabbitmq_admin_password "$(hex 16)"
+for service in gateway accounts social catalog; do
+  put "rabbitmq_${service}_password" "$(hex 18)"
+  put "amqp_${service}_url" \
+    "amqp://switchyard-$service:$(value "rabbitmq_${service}_password")@$AMQP_HOST:$AMQP_PORT/%2f"
+done
+# The dlq tool is an operator's: it reads and moves every service's dead letters.
+put amqp_dlq_url "amqp://admin:$(value rabbitmq_admin_password)@$AMQP_HOST:$AMQP_PORT/%2f"
+put postgres_password "$(hex 18)"
+for db in accounts social; do
+  put "postgres_${db}_password" "$(hex 18)"
+  put "postgres_${db}_url" \
+    "postgres://$db:$(value "postgres_${db}_password")@$PG_HOST:$PG_PORT/$db"
+done
+# The exporter's view of PostgreSQL: the superuser, only from the compose network.
+put postgres_exporter_url \
+  "postgresql://postgres:$(value postgres_password)@$PG_HOST:$PG_PORT/postgres?sslmode=disable"
+for name in grafana_admin_password grafana_secret_key grafana_es_password elastic_password \
+  kibana_system_password logstash_writer_password kibana_encryption_key; do
+  put "$name" "$(hex 24)"
+done
+
+# Elasticsearch's TLS: a CA for the stack and a certificate for the node es01 (the names
+# the other services use to reach it).
+if [[ ! -s $DIR/elasticsearch_ca.crt ]]; then
+  openssl req -x509 -newkey rsa:3072 -nodes -days 1095 -subj "/CN=Switchyard logging CA" \
+    -keyout "$DIR/elasticsearch_ca.key" -out "$DIR/elasticsearch_ca.crt" 2>/dev/null
+  openssl req -newkey rsa:3072 -nodes -subj "/CN=es01" \
+    -keyout "$DIR/elasticsearch_es01.key" -out "$DIR/elasticsearch_es01.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:es01,DNS:elasticsearch,DNS:localhost,IP:127.0.0.1\n' >"$DIR/san.ext"
+  openssl x509 -req -in "$DIR/elasticsearch_es01.csr" -CA "$DIR/elasticsearch_ca.crt" \
+    -CAkey "$DIR/elasticsearch_ca.key" -CAcreateserial -days 1095 -extfile "$DIR/san.ext" \
+    -out "$DIR/elasticsearch_es01.crt" 2>/dev/null
+  rm -f "$DIR/elasticsearch_es01.csr" "$DIR/san.ext" "$DIR/elasticsearch_ca.srl"
+  # Elasticsearch runs as uid 1000 and reads the key; the CA key is needed by no container.
+  chmod 644 "$DIR/elasticsearch_es01.key" "$DIR/elasticsearch_ca.crt" "$DIR/elasticsearch_es01.crt"
+  chmod 600 "$DIR/elasticsearch_ca.key"
+fi
+echo "secrets: in $DIR"
