@@ -7,6 +7,7 @@
 # Passwords come from files (Docker secrets), never from arguments:
 #   ELASTIC_PASSWORD_FILE, KIBANA_SYSTEM_PASSWORD_FILE, LOGSTASH_WRITER_PASSWORD_FILE,
 #   GRAFANA_READER_PASSWORD_FILE; ES_CA (CA certificate) and ES_URL, KIBANA_URL optional.
+# Needs only bash and curl (the Elasticsearch image has both).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -35,8 +36,26 @@ es() { # es METHOD PATH [BODY_FILE|-]: fails on any HTTP error
   echo
 }
 
-json_password() { # json_password PASSWORD: {"password": "..."} on stdout, safely quoted
-  python3 -c 'import json,sys; print(json.dumps({"password": sys.argv[1]}))' "$1"
+json_string() { # json_string TEXT: TEXT as a JSON string (refuses control characters)
+  local s=$1
+  if [[ $s == *[[:cntrl:]]* ]]; then
+    echo "setup.sh: a secret holds a control character" >&2
+    return 1
+  fi
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$s"
+}
+
+json_password() { # json_password PASSWORD [ROLE]: {"password": "...", "roles": [...]} on stdout
+  local password role
+  password=$(json_string "$1") || return 1
+  if (($# > 1)); then
+    role=$(json_string "$2") || return 1
+    printf '{"password": %s, "roles": [%s]}\n' "$password" "$role"
+  else
+    printf '{"password": %s}\n' "$password"
+  fi
 }
 
 echo "waiting for Elasticsearch at $ES_URL"
@@ -48,17 +67,14 @@ es GET /_cluster/health >/dev/null
 
 echo "built-in and service users"
 json_password "$(secret KIBANA_SYSTEM_PASSWORD_FILE)" | es POST /_security/user/kibana_system/_password -
-# roles.json maps role name -> role body; one PUT each.
-while read -r role body; do
-  printf '%s' "$body" | es PUT "/_security/role/$role" -
-done < <(python3 -c 'import json,sys
-for name, body in json.load(open(sys.argv[1])).items(): print(name, json.dumps(body))' \
-  "$HERE/elasticsearch/roles.json")
+# One file per role under elasticsearch/roles/, named after the role.
+for file in "$HERE"/elasticsearch/roles/*.json; do
+  es PUT "/_security/role/$(basename "$file" .json)" "$file"
+done
 for user in logstash_writer:switchyard_logs_writer:LOGSTASH_WRITER_PASSWORD_FILE \
   grafana_reader:switchyard_logs_reader:GRAFANA_READER_PASSWORD_FILE; do
   IFS=: read -r name role var <<<"$user"
-  python3 -c 'import json,sys; print(json.dumps({"password": sys.argv[1], "roles": [sys.argv[2]]}))' \
-    "$(secret "$var")" "$role" | es PUT "/_security/user/$name" -
+  json_password "$(secret "$var")" "$role" | es PUT "/_security/user/$name" -
 done
 
 echo "archive repository, lifecycle and snapshot policies, index template"
