@@ -35,6 +35,8 @@ pub struct GatewayConfig {
     pub grace: Duration,
     /// Timeouts and connection caps of the HTTP server.
     pub http: platform::http::HttpLimits,
+    /// When a service's queries stop being asked (circuit breaking).
+    pub breaker: crate::breaker::BreakerConfig,
 }
 
 impl GatewayConfig {
@@ -100,6 +102,7 @@ impl GatewayConfig {
             // Long enough for a `Prefer: wait` request (≤ 30 s) to get its answer.
             grace: millis_or(source, "GRACE_MS", Duration::from_secs(31), 0..=300_000)?,
             http: platform::http::HttpLimits::from_source(source)?,
+            breaker: crate::breaker::BreakerConfig::from_source(source)?,
         })
     }
 }

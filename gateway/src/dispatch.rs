@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::breaker::{Breakers, Ended};
 use crate::operation_id::OperationIds;
 use crate::problem::Problem;
 
@@ -126,21 +127,25 @@ pub struct Dispatcher {
     ids: OperationIds,
     query_timeout: Duration,
     actors: platform::actor::ActorKey,
+    breakers: Breakers,
 }
 
 impl Dispatcher {
-    /// A dispatcher on `bus` that vouches for each command's actor with `actors`.
+    /// A dispatcher on `bus` that vouches for each command's actor with `actors` and
+    /// stops asking a service whose queries keep timing out (`breakers`).
     pub fn new(
         bus: Bus,
         ids: OperationIds,
         query_timeout: Duration,
         actors: platform::actor::ActorKey,
+        breakers: Breakers,
     ) -> Self {
         Self {
             bus,
             ids,
             query_timeout,
             actors,
+            breakers,
         }
     }
 
@@ -288,11 +293,12 @@ impl Dispatcher {
     ) -> Result<Value, Problem> {
         let body = serde_json::to_vec(query)
             .map_err(|e| Problem::bad_request(format!("cannot encode query: {e}")))?;
-        let mut envelope = Envelope::new(
-            routing_key,
-            schema_version_of(service_of(routing_key)),
-            Uuid::now_v7(),
-        );
+        let service = service_of(routing_key);
+        let attempt = self
+            .breakers
+            .attempt(service)
+            .map_err(|retry_after| Problem::circuit_open(service, retry_after))?;
+        let mut envelope = Envelope::new(routing_key, schema_version_of(service), Uuid::now_v7());
         envelope.correlation_id = envelope.message_id;
         envelope.actor = context.actor.clone();
         envelope.request_id = Some(context.request_id.clone());
@@ -309,18 +315,27 @@ impl Dispatcher {
             expiration: Some(self.query_timeout),
             extra_headers: None,
         };
-        let reply = self
+        let reply = match self
             .bus
             .publisher
             .request(message, self.query_timeout)
             .await
-            .map_err(|error| match error {
-                ReplyError::Publish(e) => publish_problem(service_of(routing_key), &e),
-                ReplyError::Timeout(t) => Problem::timeout(format!(
-                    "no answer from {} within {t:?}",
-                    service_of(routing_key)
-                )),
-            })?;
+        {
+            Ok(reply) => {
+                attempt.finish(Ended::Answered);
+                reply
+            }
+            Err(ReplyError::Publish(e)) => {
+                attempt.finish(Ended::Abandoned);
+                return Err(publish_problem(service, &e));
+            }
+            Err(ReplyError::Timeout(t)) => {
+                attempt.finish(Ended::TimedOut);
+                return Err(Problem::timeout(format!(
+                    "no answer from {service} within {t:?}"
+                )));
+            }
+        };
         match serde_json::from_slice::<QueryReply>(&reply.body) {
             Ok(QueryReply::Ok { body }) => Ok(body),
             Ok(QueryReply::Rejected { rejection }) => Err(Problem::from_rejection(&rejection)),

@@ -3,6 +3,7 @@
 //! over RabbitMQ; every error is `application/problem+json`.
 
 pub mod auth;
+pub mod breaker;
 pub mod config;
 pub mod dispatch;
 pub mod json;

@@ -95,6 +95,16 @@ impl Problem {
         problem
     }
 
+    /// 503 at once: the service's circuit breaker is open (its queries kept timing out).
+    pub fn circuit_open(service: &str, retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u32;
+        let mut problem = Self::unavailable(format!(
+            "{service} is not answering (its last queries timed out); the gateway stops asking it for {seconds} s"
+        ));
+        problem.retry_after = Some(seconds);
+        problem
+    }
+
     /// 504: no answer in time.
     pub fn timeout(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", detail)

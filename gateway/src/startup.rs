@@ -8,6 +8,7 @@ use platform::bus::Bus;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
+use crate::breaker::Breakers;
 use crate::config::GatewayConfig;
 use crate::dispatch::Dispatcher;
 use crate::operation_id::OperationIds;
@@ -29,11 +30,18 @@ impl Application {
     pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let bus = Bus::connect(&config.bus, "gateway", true).await?;
         let ids = OperationIds::new(&config.operation_key).context("bad operation key")?;
+        let services = [
+            contracts::catalog::SERVICE,
+            contracts::accounts::SERVICE,
+            contracts::social::SERVICE,
+        ];
+        let breakers = Breakers::new(config.breaker, Some(bus.metrics.clone()), &services);
         let dispatcher = Dispatcher::new(
             bus.clone(),
             ids,
             config.query_timeout,
             config.actor_key.clone(),
+            breakers,
         );
         let verifier = Verifier::default();
         let limiter = RateLimiter::new(config.limits);

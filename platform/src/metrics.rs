@@ -93,6 +93,23 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// A single `upstream` label: a service the gateway talks to. Not `service`, which the
+/// scrape sets to the service exporting the series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    /// Service name.
+    pub upstream: String,
+}
+
+/// A breaker transition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// Service whose breaker changed.
+    pub upstream: String,
+    /// `closed`, `open` or `half_open`.
+    pub to: String,
+}
+
 /// A single `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -145,6 +162,10 @@ pub struct Metrics {
     pub broker_reconnects: Counter,
     /// 1 while the broker blocks this service's publishers (a resource alarm).
     pub broker_blocked: Gauge,
+    /// The gateway's circuit breaker per service it queries: 0 closed, 1 open, 2 half-open.
+    pub circuit_breaker_state: Family<UpstreamLabel, Gauge>,
+    /// Circuit breaker transitions, by service and the state entered.
+    pub circuit_breaker_transitions: Family<TransitionLabels, Counter>,
     /// Users registered.
     pub registrations: Counter,
     /// Logins by outcome.
@@ -180,6 +201,8 @@ impl Metrics {
             broker_connected: Gauge::default(),
             broker_reconnects: Counter::default(),
             broker_blocked: Gauge::default(),
+            circuit_breaker_state: Family::default(),
+            circuit_breaker_transitions: Family::default(),
             registrations: Counter::default(),
             logins: Family::default(),
             courses_created: Counter::default(),
@@ -270,6 +293,16 @@ impl Metrics {
             metrics.broker_blocked.clone(),
         );
         r.register(
+            "switchyard_circuit_breaker_state",
+            "The gateway's circuit breaker for a service's queries: 0 closed, 1 open, 2 half-open",
+            metrics.circuit_breaker_state.clone(),
+        );
+        r.register(
+            "switchyard_circuit_breaker_transitions",
+            "Circuit breaker transitions, by upstream service and the state entered",
+            metrics.circuit_breaker_transitions.clone(),
+        );
+        r.register(
             "switchyard_registrations",
             "Users registered",
             metrics.registrations.clone(),
@@ -304,6 +337,21 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+
+    /// Records a circuit breaker entering `state` (`gauge` is its numeric value).
+    pub fn observe_breaker(&self, service: &str, gauge: i64, state: &str) {
+        let label = UpstreamLabel {
+            upstream: service.to_owned(),
+        };
+        self.circuit_breaker_state.get_or_create(&label).set(gauge);
+        let transition = TransitionLabels {
+            upstream: service.to_owned(),
+            to: state.to_owned(),
+        };
+        self.circuit_breaker_transitions
+            .get_or_create(&transition)
+            .inc();
     }
 
     /// Records one handled HTTP request.
@@ -526,6 +574,7 @@ mod tests {
             })
             .inc();
         metrics.observe_refused_connection("overall");
+        metrics.observe_breaker("catalog", 1, "open");
         let text = metrics.encode();
         for name in listed
             .lines()

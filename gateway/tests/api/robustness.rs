@@ -12,7 +12,7 @@ use lapin::types::FieldTable;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Workers, assert_problem, spawn_app, spawn_with};
+use crate::helpers::{Workers, assert_problem, spawn_app, spawn_custom, spawn_with};
 
 #[tokio::test]
 async fn the_same_idempotency_key_twice_is_one_operation_and_one_course() {
@@ -117,6 +117,76 @@ async fn a_command_nobody_consumes_is_503_not_a_silent_drop() {
 async fn a_query_nobody_answers_in_time_is_504() {
     let app = spawn_with(Workers::Declared).await;
     assert_problem(app.get("/v1/courses").await, StatusCode::GATEWAY_TIMEOUT).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_service_that_stops_answering_trips_its_breaker_and_its_reads_fail_fast() {
+    // Nobody consumes the catalog's queries: each read waits the whole query timeout, until
+    // the breaker opens after two; then reads are refused at once, one probe goes through
+    // after the open period, and times out again, which opens it again.
+    let app = spawn_custom(
+        Workers::Declared,
+        &[
+            ("QUERY_TIMEOUT_MS", "1000"),
+            ("BREAKER_FAILURES", "2"),
+            ("BREAKER_OPEN_MS", "2000"),
+        ],
+    )
+    .await;
+    for _ in 0..2 {
+        assert_problem(app.get("/v1/courses").await, StatusCode::GATEWAY_TIMEOUT).await;
+    }
+    let refused_fast = |response: reqwest::Response, started: std::time::Instant| async move {
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "an open breaker answered only after {:?}",
+            started.elapsed()
+        );
+        let retry_after: u32 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+        let problem = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("catalog is not answering"),
+            "{problem}"
+        );
+    };
+    let started = std::time::Instant::now();
+    refused_fast(app.get("/v1/courses").await, started).await;
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"switchyard_circuit_breaker_state{upstream="catalog"} 1"#),
+        "{metrics}"
+    );
+    // Other services are not affected: accounts still answers.
+    let (_, token) = app.user("Probe", "student").await;
+    let me = app
+        .client
+        .get(app.url("/v1/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_problem(app.get("/v1/courses").await, StatusCode::GATEWAY_TIMEOUT).await;
+    let started = std::time::Instant::now();
+    refused_fast(app.get("/v1/courses").await, started).await;
+    let metrics = app.get_text("/metrics").await;
+    for to in ["open", "half_open"] {
+        let line = format!(
+            r#"switchyard_circuit_breaker_transitions_total{{upstream="catalog",to="{to}"}}"#
+        );
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
     app.teardown().await;
 }
 
