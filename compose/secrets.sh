@@ -14,7 +14,9 @@ AMQP_PORT=${AMQP_PORT:-5672}
 PG_HOST=${PG_HOST:-postgres}
 PG_PORT=${PG_PORT:-5432}
 
-command -v openssl >/dev/null || { echo "secrets: error: openssl is needed" >&2; exit 1; }
+for tool in openssl python3; do
+  command -v "$tool" >/dev/null || { echo "secrets: error: $tool is needed" >&2; exit 1; }
+done
 mkdir -p "$DIR"
 chmod 700 "$DIR"
 
@@ -37,6 +39,38 @@ for service in gateway accounts social catalog; do
   put "amqp_${service}_url" \
     "amqp://switchyard-$service:$(value "rabbitmq_${service}_password")@$AMQP_HOST:$AMQP_PORT/%2f"
 done
+# RabbitMQ's definitions, loaded on every boot (rabbitmq.conf): the admin and one user per
+# service with the permissions of rabbitmq/permissions.tsv (the table ./dev uses too), as
+# salted SHA-256 password hashes. Made anew on every run, so a changed table or password
+# takes effect at the next broker start.
+python3 - "$DIR" "$HERE/rabbitmq/permissions.tsv" >"$DIR/rabbitmq_definitions.json.tmp" <<'PY'
+import base64, hashlib, json, os, sys
+
+secrets, table = sys.argv[1], sys.argv[2]
+
+def password_hash(name):
+    password = open(os.path.join(secrets, name)).read().rstrip("\n").encode()
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password).digest()).decode()
+
+def user(name, secret, tags):
+    return {"name": name, "password_hash": password_hash(secret),
+            "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": tags}
+
+users = [user("admin", "rabbitmq_admin_password", ["administrator"])]
+permissions = [{"user": "admin", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+for line in open(table):
+    if not line.strip() or line.startswith("#"):
+        continue
+    service, configure, write, read = line.rstrip("\n").split("\t")
+    users.append(user(f"switchyard-{service}", f"rabbitmq_{service}_password", []))
+    permissions.append({"user": f"switchyard-{service}", "vhost": "/",
+                        "configure": configure, "write": write, "read": read})
+json.dump({"users": users, "vhosts": [{"name": "/"}], "permissions": permissions}, sys.stdout, indent=2)
+PY
+chmod 644 "$DIR/rabbitmq_definitions.json.tmp"
+mv "$DIR/rabbitmq_definitions.json.tmp" "$DIR/rabbitmq_definitions.json"
+
 # The dlq tool is an operator's: it reads and moves every service's dead letters.
 put amqp_dlq_url "amqp://admin:$(value rabbitmq_admin_password)@$AMQP_HOST:$AMQP_PORT/%2f"
 put postgres_password "$(hex 18)"

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Healthcheck of the compose stack's RabbitMQ: users in place (start.sh) and the node running
-# with its listeners up.
+# Healthcheck of the compose stack's RabbitMQ: the node running (definitions imported: that
+# happens before boot completes) and its listeners up.
 set -euo pipefail
-test -f "${RABBITMQ_READY_FILE:-/var/lib/rabbitmq/switchyard.ready}"
 rabbitmq-diagnostics -q check_running >/dev/null
 rabbitmq-diagnostics -q check_port_connectivity >/dev/null

@@ -105,10 +105,18 @@ say "core profile up and healthy in $((SECONDS - t0)) s"
 admin=$(docker inspect --format '{{.State.ExitCode}}' "$(compose ps -q create-admin)")
 [[ $admin == 0 ]] || die "create-admin exited $admin"
 
+# RabbitMQ's users are exactly the definitions': the admin and one per service, no guest.
+users=$(docker exec "$(compose ps -q rabbitmq)" rabbitmqctl -q list_users | awk 'NR > 1 {print $1}' | sort | tr '\n' ' ')
+[[ $users == "admin switchyard-accounts switchyard-catalog switchyard-gateway switchyard-social " ]] ||
+  die "RabbitMQ users are not the definitions' ones: $users"
+say "RabbitMQ users from the definitions: $users"
+
 # --- 3. smoke test ----------------------------------------------------------------------
 say "loadgen --verify through the containerised gateway"
-compose --profile tools run --rm loadgen >"$WORK/loadgen.log" 2>&1 ||
-  die "loadgen failed: $(tail -8 "$WORK/loadgen.log")"
+if ! compose --profile tools run --rm loadgen >"$WORK/loadgen.log" 2>&1; then
+  sed 's/^/containers:   /' "$WORK/loadgen.log"
+  die "loadgen failed"
+fi
 grep -E '^(total|verify)[: ]' "$WORK/loadgen.log" | sed 's/^/containers:   /'
 grep -Eq 'lost 0, duplicated 0' "$WORK/loadgen.log" || die "loadgen lost or duplicated operations"
 

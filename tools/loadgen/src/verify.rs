@@ -168,6 +168,24 @@ async fn outcome(api: &Api, operation_id: &str, deadline: Instant) -> Option<Val
     }
 }
 
+/// Answers that say nothing about an effect: rate limited, or the service busy or away
+/// for a moment. Verification waits them out instead of calling the effect lost.
+fn transient(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
+/// GET `path`, waiting out transient answers for up to two minutes.
+async fn read(api: &Api, path: &str) -> anyhow::Result<crate::client::Answer> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = api.get_json(path).await?;
+        if !transient(status) || Instant::now() >= deadline {
+            return Ok((status, body));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Bodies of every post (and repost) in `user`'s timeline, with how often each appears.
 async fn timeline_bodies(api: &Api, user: &str) -> anyhow::Result<HashMap<String, usize>> {
     let mut counts = HashMap::new();
@@ -177,7 +195,7 @@ async fn timeline_bodies(api: &Api, user: &str) -> anyhow::Result<HashMap<String
             Some(c) => format!("/v1/users/{user}/posts?limit=100&cursor={c}"),
             None => format!("/v1/users/{user}/posts?limit=100"),
         };
-        let (status, page) = api.get_json(&path).await?;
+        let (status, page) = read(api, &path).await?;
         anyhow::ensure!(status == 200, "GET {path}: {status}");
         for post in page["items"].as_array().into_iter().flatten() {
             let key = match post["repost_of"].as_str() {
@@ -257,16 +275,16 @@ async fn effect_count(
         }
         Kind::Course => {
             let id = view["resource"]["id"].as_str().unwrap_or_default();
-            let (status, course) = api.get_json(&format!("/v1/courses/{id}")).await?;
+            let (status, course) = read(api, &format!("/v1/courses/{id}")).await?;
             usize::from(status == 200 && course["code"] == entry.key.as_str())
         }
         Kind::Register => {
-            // Logins are rate limited per client: wait out a 429 rather than call the
-            // registration lost.
+            // Logins are rate limited per client: wait out a 429 (or a busy accounts)
+            // rather than call the registration lost.
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 let (status, _) = api.login(&entry.key, PASSWORD).await?;
-                if status != 429 || Instant::now() >= deadline {
+                if !transient(status) || Instant::now() >= deadline {
                     break usize::from(status == 200);
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -274,9 +292,7 @@ async fn effect_count(
         }
         Kind::Assign => {
             if !teacher_courses.contains_key(&owner) {
-                let (status, page) = api
-                    .get_json(&format!("/v1/teachers/{owner}/courses"))
-                    .await?;
+                let (status, page) = read(api, &format!("/v1/teachers/{owner}/courses")).await?;
                 anyhow::ensure!(status == 200, "GET teacher courses: {status}");
                 // A list of courses (or a page of them).
                 let ids = page["items"]
