@@ -236,6 +236,7 @@ where
         line.insert("service".into(), self.service.into());
         line.insert("version".into(), env!("CARGO_PKG_VERSION").into());
         line.insert("target".into(), event.metadata().target().into());
+        let mut recorded = Map::new();
         if let Some(scope) = context.event_scope() {
             for span in scope.from_root() {
                 let extensions = span.extensions();
@@ -246,13 +247,22 @@ where
                     for (key, value) in fields {
                         // otel.* fields steer the exporter; they say nothing to a log reader.
                         if !key.starts_with("otel.") {
-                            line.insert(key, value);
+                            recorded.insert(key, value);
                         }
                     }
                 }
             }
         }
-        event.record(&mut Fields(&mut line));
+        event.record(&mut Fields(&mut recorded));
+        // The line's own keys (service, version, ...) are what log pipelines index by: a
+        // field of the same name moves aside instead of replacing them.
+        for (key, value) in recorded {
+            if line.contains_key(&key) {
+                line.insert(format!("{key}_field"), value);
+            } else {
+                line.insert(key, value);
+            }
+        }
         writeln!(writer, "{}", Value::Object(line))
     }
 }
@@ -295,5 +305,53 @@ pub fn record_ids(span: &tracing::Span, fallback: Option<&str>) {
     if let (Some(_), Some(trace_id), Some(span_id)) = (parts.next(), parts.next(), parts.next()) {
         span.record("trace_id", trace_id);
         span.record("span_id", span_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_field_named_like_a_line_key_moves_aside_instead_of_replacing_it() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson { service: "unit" })
+            .with_writer(move || writer.clone());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                version = 7,
+                service = "other",
+                name = "x",
+                "migration applied"
+            );
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(line["service"], "unit");
+        assert_eq!(line["version_field"], 7);
+        assert_eq!(line["service_field"], "other");
+        assert_eq!(line["name"], "x");
+        assert_eq!(line["message"], "migration applied");
     }
 }

@@ -69,9 +69,10 @@ pub async fn run(pool: &super::Pool, migrations: &[Migration]) -> anyhow::Result
             &[&migration.version, &migration.name],
         )
         .await?;
+        // Not `version`: the flat log line already carries the service's version there.
         tracing::info!(
-            version = migration.version,
-            name = migration.name,
+            migration = migration.version,
+            migration_name = migration.name,
             "migration applied"
         );
     }
