@@ -37,6 +37,8 @@ pub struct GatewayConfig {
     pub http: platform::http::HttpLimits,
     /// When a service's queries stop being asked (circuit breaking).
     pub breaker: crate::breaker::BreakerConfig,
+    /// Bounds and thresholds of `/healthz`.
+    pub health: platform::healthz::HealthConfig,
 }
 
 impl GatewayConfig {
@@ -103,6 +105,7 @@ impl GatewayConfig {
             grace: millis_or(source, "GRACE_MS", Duration::from_secs(31), 0..=300_000)?,
             http: platform::http::HttpLimits::from_source(source)?,
             breaker: crate::breaker::BreakerConfig::from_source(source)?,
+            health: platform::healthz::HealthConfig::from_source(source)?,
         })
     }
 }

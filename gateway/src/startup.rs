@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use platform::bus::Bus;
+use platform::healthz::{Health, Probe};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
@@ -56,7 +57,9 @@ impl Application {
             shutdown.clone(),
         ));
         tokio::spawn(limiter.clone().run_cleanup(shutdown.clone()));
+        let health = gateway_health(config.health, &bus, &verifier, config.revocation_refresh);
         let state = Arc::new(State {
+            health,
             dispatcher,
             max_wait: config.max_wait,
             body_limit: config.body_limit,
@@ -109,4 +112,44 @@ impl Application {
         self.bus.close().await;
         tracing::info!("gateway stopped");
     }
+}
+
+/// The gateway's dependencies: the broker, the token keys from accounts (without them no
+/// authenticated request can be served) and the list of deleted users (stale when its
+/// refresh keeps failing: a deleted user's token would then work on this replica).
+fn gateway_health(
+    config: platform::healthz::HealthConfig,
+    bus: &Bus,
+    verifier: &Verifier,
+    refresh: std::time::Duration,
+) -> Health {
+    let keys = verifier.clone();
+    let revocations = verifier.clone();
+    // Ten refreshes missed in a row is not a blip.
+    let stale = (refresh * 10).max(std::time::Duration::from_secs(10));
+    Health::new(config)
+        .with_broker(bus)
+        .with("token_keys", move || {
+            let loaded = keys.has_keys();
+            async move {
+                if loaded {
+                    Probe::up()
+                } else {
+                    Probe::down("no token keys from accounts yet")
+                }
+            }
+        })
+        .with("revocations", move || {
+            let age = revocations.revocations_age();
+            async move {
+                match age {
+                    Some(age) if age <= stale => Probe::up(),
+                    Some(age) => Probe::degraded(format!(
+                        "the deleted-users list is {} s old (refreshes keep failing)",
+                        age.as_secs()
+                    )),
+                    None => Probe::degraded("the deleted-users list is not fetched yet"),
+                }
+            }
+        })
 }

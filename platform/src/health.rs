@@ -1,5 +1,5 @@
-//! `/livez`, `/readyz` and `/metrics` for workers, on their own small HTTP port (the
-//! gateway serves the same paths on its API port), and the `healthcheck` command every
+//! `/livez`, `/readyz`, `/healthz` and `/metrics` for workers, on their own small HTTP port
+//! (the gateway serves the same paths on its API port), and the `healthcheck` command every
 //! binary answers, for container engines that probe by running a command inside an image
 //! that has no curl.
 
@@ -72,10 +72,12 @@ async fn ready_status(addr: SocketAddr) -> std::io::Result<u16> {
 }
 
 /// Binds `addr` (port 0 picks one) and serves until `cancel` fires. Ready means connected
-/// to the broker. Returns the bound address and the server task.
+/// to the broker; `/healthz` reports `health`'s dependencies. Returns the bound address and
+/// the server task.
 pub async fn serve(
     addr: SocketAddr,
     bus: Bus,
+    health: crate::healthz::Health,
     cancel: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let livez =
@@ -94,6 +96,14 @@ pub async fn serve(
             code,
         )
     });
+    let healthz = warp::path!("healthz").then(move || {
+        let health = health.clone();
+        async move {
+            let (code, report) = health.report().await;
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            warp::reply::with_status(warp::reply::json(&report), code)
+        }
+    });
     let metrics = warp::path!("metrics").map(move || {
         warp::reply::with_header(
             bus.render_metrics(),
@@ -105,6 +115,8 @@ pub async fn serve(
         livez
             .map(|r| Box::new(r) as Box<dyn warp::Reply>)
             .or(readyz.map(|r| Box::new(r) as Box<dyn warp::Reply>))
+            .unify()
+            .or(healthz.map(|r| Box::new(r) as Box<dyn warp::Reply>))
             .unify()
             .or(metrics.map(|r| Box::new(r) as Box<dyn warp::Reply>))
             .unify(),

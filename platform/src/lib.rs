@@ -8,6 +8,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod healthz;
 pub mod http;
 pub mod metrics;
 pub mod password;

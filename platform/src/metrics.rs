@@ -426,7 +426,7 @@ pub fn route_template(path: &str) -> String {
 }
 
 /// Path segments that are part of a route (everything else is an id).
-const ROUTE_WORDS: [&str; 16] = [
+const ROUTE_WORDS: [&str; 17] = [
     "v1",
     "courses",
     "teachers",
@@ -441,16 +441,18 @@ const ROUTE_WORDS: [&str; 16] = [
     "timeline",
     "livez",
     "readyz",
+    "healthz",
     "metrics",
     "openapi.json",
 ];
 
 /// Every route template the HTTP servers answer; the closed set of `route` label values
 /// (plus `other`).
-pub const ROUTES: [&str; 22] = [
+pub const ROUTES: [&str; 23] = [
     "/",
     "/livez",
     "/readyz",
+    "/healthz",
     "/metrics",
     "/openapi.json",
     "/v1/auth/register",

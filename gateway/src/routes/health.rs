@@ -41,6 +41,15 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             &serde_json::json!({"status": status, "checks": checks}),
         )
     });
+    let health = state_for_metrics.health.clone();
+    let healthz = warp::path!("healthz").then(move || {
+        let health = health.clone();
+        async move {
+            let (code, report) = health.report().await;
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            json(code, &report)
+        }
+    });
     let metrics_state = state_for_metrics;
     let metrics = warp::path!("metrics").map(move || {
         let mut response = Response::new(metrics_state.dispatcher.bus().render_metrics().into());
@@ -61,6 +70,8 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(
             livez
                 .or(readyz)
+                .unify()
+                .or(healthz)
                 .unify()
                 .or(metrics)
                 .unify()

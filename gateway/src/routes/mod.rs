@@ -38,6 +38,8 @@ pub struct State {
     pub limiter: crate::rate_limit::RateLimiter,
     /// argon2id cost for registration.
     pub hash: platform::password::HashParams,
+    /// What `/healthz` checks.
+    pub health: platform::healthz::Health,
 }
 
 /// Shared handler state.

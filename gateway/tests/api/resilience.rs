@@ -136,6 +136,16 @@ async fn the_gateway_answers_503_while_the_broker_is_away_and_recovers_by_itself
         app.get("/readyz").await.status() == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
+    // /healthz says which dependency is down, and since when.
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "down", "{health}");
+    assert_eq!(health["checks"]["rabbitmq"]["status"], "down", "{health}");
+    assert!(
+        health["checks"]["rabbitmq"]["since"].is_string(),
+        "{health}"
+    );
     let started = Instant::now();
     let refused = app
         .post(

@@ -12,7 +12,9 @@ use lapin::types::FieldTable;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Workers, assert_problem, spawn_app, spawn_custom, spawn_with};
+use crate::helpers::{
+    Workers, assert_problem, spawn_app, spawn_configured, spawn_custom, spawn_with,
+};
 
 #[tokio::test]
 async fn the_same_idempotency_key_twice_is_one_operation_and_one_course() {
@@ -187,6 +189,56 @@ async fn a_service_that_stops_answering_trips_its_breaker_and_its_reads_fail_fas
         );
         assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
     }
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn healthz_reports_each_dependency_of_the_gateway_and_of_a_worker() {
+    // A loaded test machine can make a check slower than the default 250 ms (degraded).
+    let slow = [("HEALTH_SLOW_MS", "5000")];
+    let app = spawn_configured(Workers::Running, &slow, &slow).await;
+    // The gateway: broker, token keys, the deleted-users list (fetched within seconds).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let gateway = loop {
+        let response = app.get("/healthz").await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        if body["status"] == "up" {
+            assert_eq!(status, StatusCode::OK);
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway not up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for check in ["rabbitmq", "token_keys", "revocations"] {
+        assert_eq!(gateway["checks"][check]["status"], "up", "{gateway}");
+        assert!(
+            gateway["checks"][check]["latency_ms"].is_number(),
+            "{gateway}"
+        );
+        assert!(gateway["checks"][check]["since"].is_string(), "{gateway}");
+    }
+    // A worker: broker, its database, its outbox; many requests at once are one check each.
+    let url = format!("http://{}/healthz", app.social_health);
+    let answers = futures::future::join_all((0..20).map(|_| app.anonymous.get(&url).send())).await;
+    let mut checked_at = std::collections::HashSet::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], "up", "{body}");
+        for check in ["rabbitmq", "postgres", "outbox"] {
+            assert_eq!(body["checks"][check]["status"], "up", "{body}");
+        }
+        checked_at.insert(body["checks"]["postgres"]["checked_at"].to_string());
+    }
+    assert!(
+        checked_at.len() <= 2,
+        "checks were not shared: {checked_at:?}"
+    );
     app.teardown().await;
 }
 

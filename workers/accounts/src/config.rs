@@ -19,6 +19,8 @@ pub struct AccountsConfig {
     pub pg: PgConfig,
     /// Where `/livez` and `/readyz` listen.
     pub health_addr: SocketAddr,
+    /// Bounds and thresholds of `/healthz`.
+    pub health: platform::healthz::HealthConfig,
     /// Lifetime of an access token.
     pub token_ttl: Duration,
     /// argon2id cost, used for the timing decoy and `create-admin`.
@@ -53,6 +55,7 @@ impl AccountsConfig {
                 "HEALTH_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9102)),
             )?,
+            health: platform::healthz::HealthConfig::from_source(source)?,
             token_ttl: Duration::from_secs(ttl),
             hash: HashParams::from_source(source)?,
             grace: millis_or(source, "GRACE_MS", Duration::from_secs(10), 0..=300_000)?,

@@ -19,6 +19,8 @@ pub struct CatalogConfig {
     pub mongo_db: String,
     /// Where `/livez` and `/readyz` listen.
     pub health_addr: SocketAddr,
+    /// Bounds and thresholds of `/healthz`.
+    pub health: platform::healthz::HealthConfig,
     /// How long in-flight messages may finish after SIGTERM.
     pub grace: Duration,
     /// How often the outbox relay sweeps for events not yet published.
@@ -64,6 +66,7 @@ impl CatalogConfig {
                 "HEALTH_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9101)),
             )?,
+            health: platform::healthz::HealthConfig::from_source(source)?,
             grace: millis_or(source, "GRACE_MS", Duration::from_secs(10), 0..=300_000)?,
             relay_interval: millis_or(
                 source,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use contracts::catalog::{SERVICE, commands, queries};
 use platform::bus::Bus;
+use platform::healthz::{Health, Probe};
 use platform::worker::Worker;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +31,23 @@ impl Application {
             .context("cannot reach MongoDB")?;
         let bus = Bus::connect(&config.bus, SERVICE, false).await?;
         declare(&bus).await?;
+        let health = Health::new(config.health)
+            .with_broker(&bus)
+            .with("mongodb", {
+                let store = store.clone();
+                move || {
+                    let store = store.clone();
+                    async move {
+                        match store.ping().await {
+                            Ok(()) => Probe::up(),
+                            Err(error) => Probe::down(error.to_string()),
+                        }
+                    }
+                }
+            })
+            .with_outbox(bus.metrics.clone());
         let (health_addr, _health) =
-            platform::health::serve(config.health_addr, bus.clone(), shutdown.clone())
+            platform::health::serve(config.health_addr, bus.clone(), health, shutdown.clone())
                 .await
                 .context("cannot bind the health endpoint")?;
         let topology = bus.topology.clone();

@@ -17,6 +17,8 @@ pub struct SocialConfig {
     pub pg: PgConfig,
     /// Where `/livez` and `/readyz` listen.
     pub health_addr: SocketAddr,
+    /// Bounds and thresholds of `/healthz`.
+    pub health: platform::healthz::HealthConfig,
     /// How long in-flight messages may finish after SIGTERM.
     pub grace: Duration,
     /// Outbox relay tick (it is also woken after every commit).
@@ -36,6 +38,7 @@ impl SocialConfig {
                 "HEALTH_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 9103)),
             )?,
+            health: platform::healthz::HealthConfig::from_source(source)?,
             grace: millis_or(source, "GRACE_MS", Duration::from_secs(10), 0..=300_000)?,
             relay_interval: millis_or(
                 source,

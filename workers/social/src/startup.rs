@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use contracts::social::{SERVICE, commands, queries};
 use platform::bus::Bus;
+use platform::healthz::Health;
 use platform::pg::outbox::Relay;
 use platform::pg::{Pool, migrate};
 use platform::worker::Worker;
@@ -29,8 +30,12 @@ impl Application {
         migrate::run(&pool, &crate::MIGRATIONS).await?;
         let bus = Bus::connect(&config.bus, SERVICE, false).await?;
         declare(&bus).await?;
+        let health = Health::new(config.health)
+            .with_broker(&bus)
+            .with_postgres(pool.clone())
+            .with_outbox(bus.metrics.clone());
         let (health_addr, _health) =
-            platform::health::serve(config.health_addr, bus.clone(), shutdown.clone())
+            platform::health::serve(config.health_addr, bus.clone(), health, shutdown.clone())
                 .await
                 .context("cannot bind the health endpoint")?;
         let relay = Relay::new(pool.clone(), bus.clone());
