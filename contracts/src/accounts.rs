@@ -4,6 +4,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::common::OperationRef;
+
 /// Name of the service, used for queue names.
 pub const SERVICE: &str = "accounts";
 
@@ -16,46 +18,6 @@ pub const MIN_PASSWORD_LEN: usize = 10;
 pub const MAX_PASSWORD_LEN: usize = 256;
 /// Longest display name.
 pub const MAX_DISPLAY_NAME_LEN: usize = 100;
-
-/// Routing keys of accounts commands.
-pub mod commands {
-    /// Register a user.
-    pub const USER_REGISTER: &str = "accounts.user.register";
-    /// Delete a user.
-    pub const USER_DELETE: &str = "accounts.user.delete";
-    /// Every command key.
-    pub const ALL: [&str; 2] = [USER_REGISTER, USER_DELETE];
-}
-
-/// Routing keys of accounts events.
-pub mod events {
-    /// A user registered.
-    pub const USER_REGISTERED: &str = "accounts.user.registered";
-    /// A user was deleted.
-    pub const USER_DELETED: &str = "accounts.user.deleted";
-}
-
-/// Routing keys of accounts queries.
-pub mod queries {
-    /// Exchange credentials for a token.
-    pub const USER_LOGIN: &str = "accounts.user.login";
-    /// One user.
-    pub const USER_GET: &str = "accounts.user.get";
-    /// The public keys that verify tokens.
-    pub const JWKS_GET: &str = "accounts.jwks.get";
-    /// The outcome of an operation.
-    pub const OPERATION_GET: &str = "accounts.operation.get";
-    /// Users deleted since a point in time (their tokens are revoked).
-    pub const USER_REVOCATIONS: &str = "accounts.user.revocations";
-    /// Every query key.
-    pub const ALL: [&str; 5] = [
-        USER_LOGIN,
-        USER_GET,
-        JWKS_GET,
-        OPERATION_GET,
-        USER_REVOCATIONS,
-    ];
-}
 
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -90,25 +52,13 @@ impl Role {
     }
 }
 
-/// Commands the accounts worker accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum AccountsCommand {
-    /// See [`commands::USER_REGISTER`].
-    #[serde(rename = "accounts.user.register")]
-    Register(Register),
-    /// See [`commands::USER_DELETE`].
-    #[serde(rename = "accounts.user.delete")]
-    Delete(UserRef),
-}
-
-impl AccountsCommand {
-    /// The routing key this command travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::Register(_) => commands::USER_REGISTER,
-            Self::Delete(_) => commands::USER_DELETE,
-        }
+crate::messages! {
+    /// Commands the accounts worker accepts.
+    pub enum AccountsCommand: Command, keys in commands {
+        /// Register a user.
+        Register(Register) = USER_REGISTER "accounts.user.register",
+        /// Delete a user.
+        Delete(UserRef) = USER_DELETE "accounts.user.delete",
     }
 }
 
@@ -138,25 +88,20 @@ pub struct UserRef {
     pub user_id: Uuid,
 }
 
-/// Queries the accounts worker answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum AccountsQuery {
-    /// See [`queries::USER_LOGIN`].
-    #[serde(rename = "accounts.user.login")]
-    Login(Login),
-    /// See [`queries::USER_GET`].
-    #[serde(rename = "accounts.user.get")]
-    GetUser(UserRef),
-    /// See [`queries::JWKS_GET`].
-    #[serde(rename = "accounts.jwks.get")]
-    Jwks(Empty),
-    /// See [`queries::OPERATION_GET`].
-    #[serde(rename = "accounts.operation.get")]
-    GetOperation(crate::catalog::OperationRef),
-    /// See [`queries::USER_REVOCATIONS`].
-    #[serde(rename = "accounts.user.revocations")]
-    Revocations(RevocationsSince),
+crate::messages! {
+    /// Queries the accounts worker answers.
+    pub enum AccountsQuery: Query, keys in queries {
+        /// Exchange credentials for a token.
+        Login(Login) -> Token = USER_LOGIN "accounts.user.login",
+        /// One user.
+        GetUser(UserRef) -> User = USER_GET "accounts.user.get",
+        /// The public keys that verify tokens (a JSON Web Key Set, RFC 7517).
+        Jwks(Empty) -> serde_json::Value = JWKS_GET "accounts.jwks.get",
+        /// The outcome of an operation.
+        GetOperation(OperationRef) -> crate::Outcome = OPERATION_GET "accounts.operation.get",
+        /// Users deleted since a point in time (their tokens are revoked).
+        Revocations(RevocationsSince) -> Revocations = USER_REVOCATIONS "accounts.user.revocations",
+    }
 }
 
 /// Body of `accounts.user.revocations`.
@@ -188,19 +133,6 @@ pub struct RevokedUser {
     pub user_id: Uuid,
     /// When the account was deleted.
     pub deleted_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl AccountsQuery {
-    /// The routing key this query travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::Login(_) => queries::USER_LOGIN,
-            Self::GetUser(_) => queries::USER_GET,
-            Self::Jwks(_) => queries::JWKS_GET,
-            Self::GetOperation(_) => queries::OPERATION_GET,
-            Self::Revocations(_) => queries::USER_REVOCATIONS,
-        }
-    }
 }
 
 /// A body with nothing in it.
@@ -257,25 +189,13 @@ pub struct User {
     pub role: Role,
 }
 
-/// Events the accounts service emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum AccountsEvent {
-    /// See [`events::USER_REGISTERED`].
-    #[serde(rename = "accounts.user.registered")]
-    UserRegistered(User),
-    /// See [`events::USER_DELETED`].
-    #[serde(rename = "accounts.user.deleted")]
-    UserDeleted(UserRef),
-}
-
-impl AccountsEvent {
-    /// The routing key this event travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::UserRegistered(_) => events::USER_REGISTERED,
-            Self::UserDeleted(_) => events::USER_DELETED,
-        }
+crate::messages! {
+    /// Events the accounts service emits.
+    pub enum AccountsEvent: Event, keys in events {
+        /// A user registered.
+        UserRegistered(User) = USER_REGISTERED "accounts.user.registered",
+        /// A user was deleted.
+        UserDeleted(UserRef) = USER_DELETED "accounts.user.deleted",
     }
 }
 
@@ -364,7 +284,7 @@ mod tests {
             }),
             AccountsQuery::GetUser(UserRef { user_id: id }),
             AccountsQuery::Jwks(Empty {}),
-            AccountsQuery::GetOperation(crate::catalog::OperationRef { operation_id: id }),
+            AccountsQuery::GetOperation(OperationRef { operation_id: id }),
             AccountsQuery::Revocations(RevocationsSince { since: None }),
         ];
         for query in &queries {

@@ -8,79 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::common::{OperationRef, Page, PageRequest};
+
 /// Name of the service, used for queue names.
 pub const SERVICE: &str = "catalog";
-
-/// Routing keys of catalog commands.
-pub mod commands {
-    /// Create a course.
-    pub const COURSE_CREATE: &str = "catalog.course.create";
-    /// Change a course's code, title or description.
-    pub const COURSE_UPDATE: &str = "catalog.course.update";
-    /// Delete a course (and unassign it from every teacher).
-    pub const COURSE_DELETE: &str = "catalog.course.delete";
-    /// Create a teacher.
-    pub const TEACHER_CREATE: &str = "catalog.teacher.create";
-    /// Delete a teacher.
-    pub const TEACHER_DELETE: &str = "catalog.teacher.delete";
-    /// Assign a course to a teacher.
-    pub const TEACHER_ASSIGN_COURSE: &str = "catalog.teacher.assign_course";
-    /// Remove a course from a teacher.
-    pub const TEACHER_UNASSIGN_COURSE: &str = "catalog.teacher.unassign_course";
-    /// Every command key, for queue bindings.
-    pub const ALL: [&str; 7] = [
-        COURSE_CREATE,
-        COURSE_UPDATE,
-        COURSE_DELETE,
-        TEACHER_CREATE,
-        TEACHER_DELETE,
-        TEACHER_ASSIGN_COURSE,
-        TEACHER_UNASSIGN_COURSE,
-    ];
-}
-
-/// Routing keys of catalog events.
-pub mod events {
-    /// A course was created.
-    pub const COURSE_CREATED: &str = "catalog.course.created";
-    /// A course changed.
-    pub const COURSE_UPDATED: &str = "catalog.course.updated";
-    /// A course was deleted.
-    pub const COURSE_DELETED: &str = "catalog.course.deleted";
-    /// A teacher was created.
-    pub const TEACHER_CREATED: &str = "catalog.teacher.created";
-    /// A teacher was deleted.
-    pub const TEACHER_DELETED: &str = "catalog.teacher.deleted";
-    /// A course was assigned to a teacher.
-    pub const COURSE_ASSIGNED: &str = "catalog.teacher.course_assigned";
-    /// A course was removed from a teacher.
-    pub const COURSE_UNASSIGNED: &str = "catalog.teacher.course_unassigned";
-}
-
-/// Routing keys of catalog queries.
-pub mod queries {
-    /// A page of courses.
-    pub const COURSE_LIST: &str = "catalog.course.list";
-    /// One course.
-    pub const COURSE_GET: &str = "catalog.course.get";
-    /// A page of teachers.
-    pub const TEACHER_LIST: &str = "catalog.teacher.list";
-    /// One teacher.
-    pub const TEACHER_GET: &str = "catalog.teacher.get";
-    /// The courses a teacher gives.
-    pub const TEACHER_COURSES: &str = "catalog.teacher.courses";
-    /// The outcome of an operation this service handled.
-    pub const OPERATION_GET: &str = "catalog.operation.get";
-    /// Every query key, for queue bindings.
-    pub const ALL: [&str; 6] = [
-        COURSE_LIST,
-        COURSE_GET,
-        TEACHER_LIST,
-        TEACHER_GET,
-        TEACHER_COURSES,
-        OPERATION_GET,
-    ];
-}
 
 /// Current schema version of every catalog message.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -93,48 +24,24 @@ pub const MAX_TITLE_LEN: usize = 200;
 pub const MAX_DESCRIPTION_LEN: usize = 5_000;
 /// Longest e-mail address accepted (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
-/// Largest page a list query returns.
-pub const MAX_PAGE: u32 = 100;
 
-/// Commands the catalog worker accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum CatalogCommand {
-    /// See [`commands::COURSE_CREATE`].
-    #[serde(rename = "catalog.course.create")]
-    CreateCourse(CreateCourse),
-    /// See [`commands::COURSE_UPDATE`].
-    #[serde(rename = "catalog.course.update")]
-    UpdateCourse(UpdateCourse),
-    /// See [`commands::COURSE_DELETE`].
-    #[serde(rename = "catalog.course.delete")]
-    DeleteCourse(CourseRef),
-    /// See [`commands::TEACHER_CREATE`].
-    #[serde(rename = "catalog.teacher.create")]
-    CreateTeacher(CreateTeacher),
-    /// See [`commands::TEACHER_DELETE`].
-    #[serde(rename = "catalog.teacher.delete")]
-    DeleteTeacher(TeacherRef),
-    /// See [`commands::TEACHER_ASSIGN_COURSE`].
-    #[serde(rename = "catalog.teacher.assign_course")]
-    AssignCourse(Assignment),
-    /// See [`commands::TEACHER_UNASSIGN_COURSE`].
-    #[serde(rename = "catalog.teacher.unassign_course")]
-    UnassignCourse(Assignment),
-}
-
-impl CatalogCommand {
-    /// The routing key this command travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::CreateCourse(_) => commands::COURSE_CREATE,
-            Self::UpdateCourse(_) => commands::COURSE_UPDATE,
-            Self::DeleteCourse(_) => commands::COURSE_DELETE,
-            Self::CreateTeacher(_) => commands::TEACHER_CREATE,
-            Self::DeleteTeacher(_) => commands::TEACHER_DELETE,
-            Self::AssignCourse(_) => commands::TEACHER_ASSIGN_COURSE,
-            Self::UnassignCourse(_) => commands::TEACHER_UNASSIGN_COURSE,
-        }
+crate::messages! {
+    /// Commands the catalog worker accepts.
+    pub enum CatalogCommand: Command, keys in commands {
+        /// Create a course.
+        CreateCourse(CreateCourse) = COURSE_CREATE "catalog.course.create",
+        /// Change a course's code, title or description.
+        UpdateCourse(UpdateCourse) = COURSE_UPDATE "catalog.course.update",
+        /// Delete a course (and unassign it from every teacher).
+        DeleteCourse(CourseRef) = COURSE_DELETE "catalog.course.delete",
+        /// Create a teacher.
+        CreateTeacher(CreateTeacher) = TEACHER_CREATE "catalog.teacher.create",
+        /// Delete a teacher.
+        DeleteTeacher(TeacherRef) = TEACHER_DELETE "catalog.teacher.delete",
+        /// Assign a course to a teacher.
+        AssignCourse(Assignment) = TEACHER_ASSIGN_COURSE "catalog.teacher.assign_course",
+        /// Remove a course from a teacher.
+        UnassignCourse(Assignment) = TEACHER_UNASSIGN_COURSE "catalog.teacher.unassign_course",
     }
 }
 
@@ -205,45 +112,23 @@ pub struct Assignment {
     pub course_id: Uuid,
 }
 
-/// Events the catalog emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum CatalogEvent {
-    /// See [`events::COURSE_CREATED`].
-    #[serde(rename = "catalog.course.created")]
-    CourseCreated(Course),
-    /// See [`events::COURSE_UPDATED`]; carries the course as it now is.
-    #[serde(rename = "catalog.course.updated")]
-    CourseUpdated(Course),
-    /// See [`events::COURSE_DELETED`].
-    #[serde(rename = "catalog.course.deleted")]
-    CourseDeleted(CourseRef),
-    /// See [`events::TEACHER_CREATED`].
-    #[serde(rename = "catalog.teacher.created")]
-    TeacherCreated(TeacherCreated),
-    /// See [`events::TEACHER_DELETED`].
-    #[serde(rename = "catalog.teacher.deleted")]
-    TeacherDeleted(TeacherRef),
-    /// See [`events::COURSE_ASSIGNED`].
-    #[serde(rename = "catalog.teacher.course_assigned")]
-    CourseAssigned(Assignment),
-    /// See [`events::COURSE_UNASSIGNED`].
-    #[serde(rename = "catalog.teacher.course_unassigned")]
-    CourseUnassigned(Assignment),
-}
-
-impl CatalogEvent {
-    /// The routing key this event travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::CourseCreated(_) => events::COURSE_CREATED,
-            Self::CourseUpdated(_) => events::COURSE_UPDATED,
-            Self::CourseDeleted(_) => events::COURSE_DELETED,
-            Self::TeacherCreated(_) => events::TEACHER_CREATED,
-            Self::TeacherDeleted(_) => events::TEACHER_DELETED,
-            Self::CourseAssigned(_) => events::COURSE_ASSIGNED,
-            Self::CourseUnassigned(_) => events::COURSE_UNASSIGNED,
-        }
+crate::messages! {
+    /// Events the catalog emits.
+    pub enum CatalogEvent: Event, keys in events {
+        /// A course was created.
+        CourseCreated(Course) = COURSE_CREATED "catalog.course.created",
+        /// A course changed; carries the course as it now is.
+        CourseUpdated(Course) = COURSE_UPDATED "catalog.course.updated",
+        /// A course was deleted.
+        CourseDeleted(CourseRef) = COURSE_DELETED "catalog.course.deleted",
+        /// A teacher was created.
+        TeacherCreated(TeacherCreated) = TEACHER_CREATED "catalog.teacher.created",
+        /// A teacher was deleted.
+        TeacherDeleted(TeacherRef) = TEACHER_DELETED "catalog.teacher.deleted",
+        /// A course was assigned to a teacher.
+        CourseAssigned(Assignment) = COURSE_ASSIGNED "catalog.teacher.course_assigned",
+        /// A course was removed from a teacher.
+        CourseUnassigned(Assignment) = COURSE_UNASSIGNED "catalog.teacher.course_unassigned",
     }
 }
 
@@ -259,60 +144,22 @@ pub struct TeacherCreated {
     pub email: String,
 }
 
-/// Queries the catalog answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum CatalogQuery {
-    /// See [`queries::COURSE_LIST`].
-    #[serde(rename = "catalog.course.list")]
-    ListCourses(PageRequest),
-    /// See [`queries::COURSE_GET`].
-    #[serde(rename = "catalog.course.get")]
-    GetCourse(CourseRef),
-    /// See [`queries::TEACHER_LIST`].
-    #[serde(rename = "catalog.teacher.list")]
-    ListTeachers(PageRequest),
-    /// See [`queries::TEACHER_GET`].
-    #[serde(rename = "catalog.teacher.get")]
-    GetTeacher(TeacherRef),
-    /// See [`queries::TEACHER_COURSES`].
-    #[serde(rename = "catalog.teacher.courses")]
-    TeacherCourses(TeacherRef),
-    /// See [`queries::OPERATION_GET`].
-    #[serde(rename = "catalog.operation.get")]
-    GetOperation(OperationRef),
-}
-
-impl CatalogQuery {
-    /// The routing key this query travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::ListCourses(_) => queries::COURSE_LIST,
-            Self::GetCourse(_) => queries::COURSE_GET,
-            Self::ListTeachers(_) => queries::TEACHER_LIST,
-            Self::GetTeacher(_) => queries::TEACHER_GET,
-            Self::TeacherCourses(_) => queries::TEACHER_COURSES,
-            Self::GetOperation(_) => queries::OPERATION_GET,
-        }
+crate::messages! {
+    /// Queries the catalog answers.
+    pub enum CatalogQuery: Query, keys in queries {
+        /// A page of courses.
+        ListCourses(PageRequest) -> Page<Course> = COURSE_LIST "catalog.course.list",
+        /// One course.
+        GetCourse(CourseRef) -> Course = COURSE_GET "catalog.course.get",
+        /// A page of teachers.
+        ListTeachers(PageRequest) -> Page<Teacher> = TEACHER_LIST "catalog.teacher.list",
+        /// One teacher.
+        GetTeacher(TeacherRef) -> Teacher = TEACHER_GET "catalog.teacher.get",
+        /// The courses a teacher gives.
+        TeacherCourses(TeacherRef) -> Vec<Course> = TEACHER_COURSES "catalog.teacher.courses",
+        /// The outcome of an operation this service handled.
+        GetOperation(OperationRef) -> crate::Outcome = OPERATION_GET "catalog.operation.get",
     }
-}
-
-/// Cursor paging: items after `cursor`, at most `limit` of them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PageRequest {
-    /// Page size, 1..=[`MAX_PAGE`].
-    pub limit: u32,
-    /// Opaque cursor from the previous page's `next_cursor`.
-    pub cursor: Option<String>,
-}
-
-/// Names one operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OperationRef {
-    /// The operation.
-    pub operation_id: Uuid,
 }
 
 /// A course as clients and events see it.
@@ -341,16 +188,6 @@ pub struct Teacher {
     pub email: String,
     /// Ids of the courses this teacher gives.
     pub course_ids: Vec<Uuid>,
-}
-
-/// One page of a list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Page<T> {
-    /// The items, oldest first.
-    pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
 }
 
 /// Checks a course code; the same rule runs at the gateway (fast 422) and in the worker.

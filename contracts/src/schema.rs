@@ -6,16 +6,24 @@ use schemars::{JsonSchema, schema_for};
 use serde_json::Value;
 
 use crate::accounts::{AccountsCommand, AccountsEvent, AccountsQuery, Claims, Token, User};
-use crate::catalog::{CatalogCommand, CatalogEvent, CatalogQuery, Course, Page, Teacher};
+use crate::catalog::{CatalogCommand, CatalogEvent, CatalogQuery, Course, Teacher};
+use crate::common::Page;
+use crate::message::Query;
 use crate::social::{Post, SocialCommand, SocialEvent, SocialQuery};
 use crate::{Envelope, Outcome, QueryReply};
 
-/// Every exported schema as (file stem, schema).
-pub fn all() -> Vec<(&'static str, Value)> {
-    fn one<T: JsonSchema>(name: &'static str) -> (&'static str, Value) {
-        (name, schema_for!(T).to_value())
+/// Every exported schema as (file stem, schema): each message enum, the types clients
+/// see, and the answer to every query key (`<key>.reply`).
+pub fn all() -> Vec<(String, Value)> {
+    fn one<T: JsonSchema>(name: &'static str) -> (String, Value) {
+        (name.to_owned(), schema_for!(T).to_value())
     }
-    vec![
+    fn replies<Q: Query>() -> impl Iterator<Item = (String, Value)> {
+        Q::reply_schemas()
+            .into_iter()
+            .map(|(key, schema)| (format!("{key}.reply"), schema.to_value()))
+    }
+    let mut all = vec![
         one::<Envelope>("envelope"),
         one::<Outcome>("outcome"),
         one::<QueryReply>("query-reply"),
@@ -37,7 +45,11 @@ pub fn all() -> Vec<(&'static str, Value)> {
         one::<SocialQuery>("social.queries"),
         one::<Post>("social.post"),
         one::<Page<Post>>("social.post-page"),
-    ]
+    ];
+    all.extend(replies::<AccountsQuery>());
+    all.extend(replies::<CatalogQuery>());
+    all.extend(replies::<SocialQuery>());
+    all
 }
 
 /// The text written for one schema: pretty JSON with keys sorted and a trailing newline.

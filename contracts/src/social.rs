@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::catalog::{OperationRef, PageRequest};
+use crate::common::{OperationRef, Page, PageRequest};
 
 /// Name of the service, used for queue names.
 pub const SERVICE: &str = "social";
@@ -21,67 +21,19 @@ pub const SYSTEM_AUTHOR: Uuid = Uuid::nil();
 /// Display name of [`SYSTEM_AUTHOR`].
 pub const SYSTEM_AUTHOR_NAME: &str = "Switchyard";
 
-/// Routing keys of social commands.
-pub mod commands {
-    /// Publish a post.
-    pub const POST_CREATE: &str = "social.post.create";
-    /// Repost an existing post.
-    pub const POST_REPOST: &str = "social.post.repost";
-    /// Delete one's own post.
-    pub const POST_DELETE: &str = "social.post.delete";
-    /// Every command key.
-    pub const ALL: [&str; 3] = [POST_CREATE, POST_REPOST, POST_DELETE];
-}
-
-/// Routing keys of social events.
-pub mod events {
-    /// A post was published.
-    pub const POST_CREATED: &str = "social.post.created";
-    /// A post was reposted.
-    pub const POST_REPOSTED: &str = "social.post.reposted";
-    /// A post was deleted.
-    pub const POST_DELETED: &str = "social.post.deleted";
-}
-
-/// Routing keys of social queries.
-pub mod queries {
-    /// One post.
-    pub const POST_GET: &str = "social.post.get";
-    /// A user's timeline.
-    pub const TIMELINE_USER: &str = "social.timeline.user";
-    /// Everyone's timeline.
-    pub const TIMELINE_GLOBAL: &str = "social.timeline.global";
-    /// The outcome of an operation.
-    pub const OPERATION_GET: &str = "social.operation.get";
-    /// Every query key.
-    pub const ALL: [&str; 4] = [POST_GET, TIMELINE_USER, TIMELINE_GLOBAL, OPERATION_GET];
-}
-
-/// Commands the social worker accepts. The acting user is the envelope's actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum SocialCommand {
-    /// See [`commands::POST_CREATE`].
-    #[serde(rename = "social.post.create")]
-    CreatePost(CreatePost),
-    /// See [`commands::POST_REPOST`].
-    #[serde(rename = "social.post.repost")]
-    Repost(Repost),
-    /// See [`commands::POST_DELETE`].
-    #[serde(rename = "social.post.delete")]
-    DeletePost(PostRef),
+crate::messages! {
+    /// Commands the social worker accepts. The acting user is the envelope's actor.
+    pub enum SocialCommand: Command, keys in commands {
+        /// Publish a post.
+        CreatePost(CreatePost) = POST_CREATE "social.post.create",
+        /// Repost an existing post.
+        Repost(Repost) = POST_REPOST "social.post.repost",
+        /// Delete one's own post.
+        DeletePost(PostRef) = POST_DELETE "social.post.delete",
+    }
 }
 
 impl SocialCommand {
-    /// The routing key this command travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::CreatePost(_) => commands::POST_CREATE,
-            Self::Repost(_) => commands::POST_REPOST,
-            Self::DeletePost(_) => commands::POST_DELETE,
-        }
-    }
-
     /// Checks the fields; an error is a permanent rejection.
     pub fn validate(&self) -> Result<(), String> {
         match self {
@@ -138,33 +90,17 @@ pub struct PostRef {
     pub post_id: Uuid,
 }
 
-/// Queries the social worker answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum SocialQuery {
-    /// See [`queries::POST_GET`].
-    #[serde(rename = "social.post.get")]
-    GetPost(PostRef),
-    /// See [`queries::TIMELINE_USER`].
-    #[serde(rename = "social.timeline.user")]
-    UserTimeline(UserTimeline),
-    /// See [`queries::TIMELINE_GLOBAL`].
-    #[serde(rename = "social.timeline.global")]
-    GlobalTimeline(PageRequest),
-    /// See [`queries::OPERATION_GET`].
-    #[serde(rename = "social.operation.get")]
-    GetOperation(OperationRef),
-}
-
-impl SocialQuery {
-    /// The routing key this query travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::GetPost(_) => queries::POST_GET,
-            Self::UserTimeline(_) => queries::TIMELINE_USER,
-            Self::GlobalTimeline(_) => queries::TIMELINE_GLOBAL,
-            Self::GetOperation(_) => queries::OPERATION_GET,
-        }
+crate::messages! {
+    /// Queries the social worker answers.
+    pub enum SocialQuery: Query, keys in queries {
+        /// One post.
+        GetPost(PostRef) -> Post = POST_GET "social.post.get",
+        /// A user's timeline.
+        UserTimeline(UserTimeline) -> Page<Post> = TIMELINE_USER "social.timeline.user",
+        /// Everyone's timeline.
+        GlobalTimeline(PageRequest) -> Page<Post> = TIMELINE_GLOBAL "social.timeline.global",
+        /// The outcome of an operation.
+        GetOperation(OperationRef) -> crate::Outcome = OPERATION_GET "social.operation.get",
     }
 }
 
@@ -198,29 +134,15 @@ pub struct Post {
     pub created_at: DateTime<Utc>,
 }
 
-/// Events the social service emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type")]
-pub enum SocialEvent {
-    /// See [`events::POST_CREATED`].
-    #[serde(rename = "social.post.created")]
-    PostCreated(Post),
-    /// See [`events::POST_REPOSTED`].
-    #[serde(rename = "social.post.reposted")]
-    PostReposted(Post),
-    /// See [`events::POST_DELETED`].
-    #[serde(rename = "social.post.deleted")]
-    PostDeleted(PostRef),
-}
-
-impl SocialEvent {
-    /// The routing key this event travels under.
-    pub fn routing_key(&self) -> &'static str {
-        match self {
-            Self::PostCreated(_) => events::POST_CREATED,
-            Self::PostReposted(_) => events::POST_REPOSTED,
-            Self::PostDeleted(_) => events::POST_DELETED,
-        }
+crate::messages! {
+    /// Events the social service emits.
+    pub enum SocialEvent: Event, keys in events {
+        /// A post was published.
+        PostCreated(Post) = POST_CREATED "social.post.created",
+        /// A post was reposted.
+        PostReposted(Post) = POST_REPOSTED "social.post.reposted",
+        /// A post was deleted.
+        PostDeleted(PostRef) = POST_DELETED "social.post.deleted",
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use contracts::accounts::{
-    self, AUDIENCE, AccountsQuery, Claims, Credentials, Empty, ISSUER, Login, Revocations,
+    AUDIENCE, AccountsQuery, Claims, Credentials, Empty, ISSUER, Login, Revocations,
     RevocationsSince, Role,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -211,7 +211,7 @@ impl Verifier {
                 .map(|t| t - chrono::Duration::seconds(REVOCATION_OVERLAP_SECS));
             let query = AccountsQuery::Revocations(RevocationsSince { since });
             let next = match dispatcher
-                .query(accounts::queries::USER_REVOCATIONS, &query, &context)
+                .query(&query, &context)
                 .await
                 .map(serde_json::from_value::<Revocations>)
             {
@@ -312,10 +312,7 @@ impl Verifier {
         let query = AccountsQuery::Jwks(Empty {});
         let mut failures = 0u32;
         loop {
-            let next = match dispatcher
-                .query(accounts::queries::JWKS_GET, &query, &context)
-                .await
-            {
+            let next = match dispatcher.query(&query, &context).await {
                 Ok(body) => match serde_json::from_value::<JwkSet>(body) {
                     Ok(set) => {
                         let count = self.install(set);

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use contracts::{Envelope, Outcome, QueryReply};
-use contracts::{accounts, catalog, social};
-use platform::bus::{Bus, Outgoing, PublishError, ReplyError};
-use serde::Serialize;
+use contracts::{Envelope, Message, Outcome, QueryReply};
+use platform::bus::{Bus, Encoded, Outgoing, PublishError, Reply, ReplyError};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -33,6 +31,10 @@ pub struct RequestContext {
     /// W3C trace context for the messages this request sends: the client's `traceparent`
     /// if valid, else a new trace. Carried now so tracing can join the hops later.
     pub traceparent: Option<String>,
+    /// The request's method, which scopes its `Idempotency-Key`.
+    pub method: String,
+    /// The request's path (UUIDs in it lower-cased), which scopes its `Idempotency-Key`.
+    pub path: String,
 }
 
 /// A `traceparent` continuing the client's trace (if it sent a valid one) or starting one.
@@ -93,14 +95,49 @@ impl Fingerprint {
     }
 }
 
-/// A command's operation: its id, and for a request with an `Idempotency-Key` the
-/// fingerprint of the request it was first made with.
+/// A command's operation: its id, the id of the resource it creates (if it creates one),
+/// and for a request with an `Idempotency-Key` the fingerprint of the request it was first
+/// made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Operation {
     /// Operation (and command message) id.
     pub id: Uuid,
+    /// Id for a resource the command creates: tied to the operation when the request is
+    /// idempotent (a retry creates nothing new), fresh otherwise.
+    pub resource_id: Uuid,
     /// Set when the id was derived from an `Idempotency-Key`.
     pub fingerprint: Option<Fingerprint>,
+}
+
+impl Operation {
+    /// The operation for a write: derived from the `Idempotency-Key` so a retry names the
+    /// same operation, or fresh otherwise.
+    ///
+    /// An authenticated caller's keys are their own (scoped to the actor, method and path);
+    /// a reuse with another body is told apart by the `body` fingerprint recorded with
+    /// the outcome (422). Anonymous callers share no key space: the fingerprint is part of
+    /// their derivation, so the same key with another body is another operation, and
+    /// nobody can read another caller's outcome by guessing their key.
+    pub fn for_request(context: &RequestContext, body: Fingerprint) -> Self {
+        let Some(key) = &context.idempotency_key else {
+            return Operation {
+                id: Uuid::now_v7(),
+                resource_id: Uuid::now_v7(),
+                fingerprint: None,
+            };
+        };
+        let RequestContext { method, path, .. } = context;
+        let name = match context.actor.as_deref() {
+            Some(actor) => format!("{actor}\n{method}\n{path}\n{key}"),
+            None => format!("anonymous\n{method}\n{path}\n{key}\n{}", body.hex()),
+        };
+        let id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes());
+        Operation {
+            id,
+            resource_id: Uuid::new_v5(&id, b"resource"),
+            fingerprint: Some(body),
+        }
+    }
 }
 
 /// A submitted command.
@@ -154,57 +191,16 @@ impl Dispatcher {
         &self.bus
     }
 
-    /// The operation for a write: derived from the `Idempotency-Key` so a retry names the
-    /// same operation, or fresh otherwise.
-    ///
-    /// An authenticated caller's keys are their own (scoped to the actor, method and path);
-    /// a reuse with another body is told apart by the `body` fingerprint recorded with
-    /// the outcome (422). Anonymous callers share no key space: the fingerprint is part of
-    /// their derivation, so the same key with another body is another operation, and
-    /// nobody can read another caller's outcome by guessing their key.
-    pub fn operation_uuid(
+    /// Publishes a command to the service that owns it and, if the client asked to wait,
+    /// waits for its outcome. A publish that is not confirmed is a 503: the client must
+    /// retry.
+    pub async fn submit<C: Message>(
         &self,
-        context: &RequestContext,
-        method: &str,
-        path: &str,
-        body: Fingerprint,
-    ) -> Operation {
-        let Some(key) = &context.idempotency_key else {
-            return Operation {
-                id: Uuid::now_v7(),
-                fingerprint: None,
-            };
-        };
-        let name = match context.actor.as_deref() {
-            Some(actor) => format!("{actor}\n{method}\n{path}\n{key}"),
-            None => format!("anonymous\n{method}\n{path}\n{key}\n{}", body.hex()),
-        };
-        Operation {
-            id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()),
-            fingerprint: Some(body),
-        }
-    }
-
-    /// Id for a resource a command creates: tied to the operation when the request is
-    /// idempotent (a retry creates nothing new), fresh otherwise.
-    pub fn resource_uuid(&self, context: &RequestContext, operation: Operation) -> Uuid {
-        match context.idempotency_key {
-            Some(_) => Uuid::new_v5(&operation.id, b"resource"),
-            None => Uuid::now_v7(),
-        }
-    }
-
-    /// Publishes a command to `service` and, if the client asked to wait, waits for its
-    /// outcome. A publish that is not confirmed is a 503: the client must retry.
-    pub async fn submit<C: Serialize>(
-        &self,
-        service: &str,
-        routing_key: &str,
-        schema_version: u32,
         command: &C,
         operation: Operation,
         context: &RequestContext,
     ) -> Result<Submitted, Problem> {
+        let service = C::SERVICE;
         let fingerprint = operation.fingerprint;
         let operation_id = self.ids.issue(operation.id, service, fingerprint);
         // A retry with an Idempotency-Key: if the operation already has an outcome, that
@@ -220,35 +216,24 @@ impl Dispatcher {
             });
         }
         let operation = operation.id;
-        let body = serde_json::to_vec(command)
+        let mut message = Encoded::new(command, operation)
             .map_err(|e| Problem::bad_request(format!("cannot encode command: {e}")))?;
-        let mut envelope = Envelope::new(routing_key, schema_version, operation);
+        let envelope = &mut message.envelope;
         // One command per operation: its message id is the operation id, so a retried
         // request (same Idempotency-Key) is recognised by the worker's inbox.
         envelope.message_id = operation;
         envelope.request_fingerprint = fingerprint.map(|f| f.hex());
         if let Some(principal) = &context.principal {
             self.actors.sign(
-                &mut envelope,
+                envelope,
                 principal.user_id,
                 principal.role.as_str(),
-                &body,
+                &message.body,
             );
         }
         envelope.request_id = Some(context.request_id.clone());
         envelope.traceparent = context.traceparent.clone();
-        let exchange = self.bus.topology.commands_exchange();
-        let message = Outgoing {
-            exchange: &exchange,
-            routing_key,
-            envelope: &envelope,
-            body: &body,
-            mandatory: true,
-            expiration: None,
-            extra_headers: None,
-        };
         let wait = context.wait.filter(|w| !w.is_zero());
-        let publisher = &self.bus.publisher;
         let command_problem = |error: PublishError| {
             let mut problem = publish_problem(service, &error);
             if error.may_have_arrived() {
@@ -257,12 +242,15 @@ impl Dispatcher {
             problem
         };
         let Some(wait) = wait else {
-            publisher.publish(message).await.map_err(command_problem)?;
+            self.bus
+                .publish_command(&message)
+                .await
+                .map_err(command_problem)?;
             return Ok(Submitted::Accepted { operation_id });
         };
-        let waiter = publisher.expect_reply(&operation.to_string());
-        publisher
-            .publish_expecting_reply(message)
+        let waiter = self
+            .bus
+            .publish_command_awaiting_outcome(&message)
             .await
             .map_err(command_problem)?;
         let Some(reply) = waiter.wait(wait).await else {
@@ -284,68 +272,65 @@ impl Dispatcher {
         }
     }
 
-    /// Asks a query and returns the answer's body; a rejection becomes its problem.
-    pub async fn query<Q: Serialize>(
+    /// Asks a query of the service that owns it and returns the answer's body; a
+    /// rejection becomes its problem.
+    pub async fn query<Q: Message>(
         &self,
-        routing_key: &str,
         query: &Q,
         context: &RequestContext,
     ) -> Result<Value, Problem> {
-        let body = serde_json::to_vec(query)
+        let mut message = Encoded::new(query, Uuid::now_v7())
             .map_err(|e| Problem::bad_request(format!("cannot encode query: {e}")))?;
-        let service = service_of(routing_key);
-        let attempt = self
-            .breakers
-            .attempt(service)
-            .map_err(|retry_after| Problem::circuit_open(service, retry_after))?;
-        let mut envelope = Envelope::new(routing_key, schema_version_of(service), Uuid::now_v7());
-        envelope.correlation_id = envelope.message_id;
-        envelope.actor = context.actor.clone();
-        envelope.request_id = Some(context.request_id.clone());
-        envelope.traceparent = context.traceparent.clone();
+        stamp(&mut message.envelope, context);
+        let attempt = self.attempt(Q::SERVICE)?;
+        let reply = self.bus.query(&message, self.query_timeout).await;
+        answer(Q::SERVICE, attempt, reply)
+    }
+
+    /// Asks `service` for the outcome of an operation. Every service answers
+    /// `<service>.operation.get` with the same body, so this one query is built by name
+    /// rather than through each service's query type: a new service needs no arm here.
+    async fn ask_operation(
+        &self,
+        service: &str,
+        operation: Uuid,
+        context: &RequestContext,
+    ) -> Result<Value, Problem> {
+        let routing_key = format!("{service}.{}", contracts::common::OPERATION_GET);
+        let body = serde_json::to_vec(&serde_json::json!({
+            "type": routing_key, "operation_id": operation,
+        }))
+        .map_err(|e| Problem::bad_request(format!("cannot encode query: {e}")))?;
+        let mut envelope = Envelope::new(
+            &routing_key,
+            contracts::common::OPERATION_GET_VERSION,
+            Uuid::now_v7(),
+        );
+        stamp(&mut envelope, context);
+        let attempt = self.attempt(service)?;
         let exchange = self.bus.topology.commands_exchange();
         let message = Outgoing {
             exchange: &exchange,
-            routing_key,
+            routing_key: &routing_key,
             envelope: &envelope,
             body: &body,
             mandatory: true,
-            // A query nobody picked up before the deadline is dropped by the broker
-            // instead of being answered to a caller who left.
             expiration: Some(self.query_timeout),
             extra_headers: None,
         };
-        let reply = match self
+        let reply = self
             .bus
             .publisher
             .request(message, self.query_timeout)
-            .await
-        {
-            Ok(reply) => {
-                attempt.finish(Ended::Answered);
-                reply
-            }
-            Err(ReplyError::Publish(e)) => {
-                attempt.finish(Ended::Abandoned);
-                return Err(publish_problem(service, &e));
-            }
-            Err(ReplyError::Timeout(t)) => {
-                attempt.finish(Ended::TimedOut);
-                return Err(Problem::timeout(format!(
-                    "no answer from {service} within {t:?}"
-                )));
-            }
-        };
-        match serde_json::from_slice::<QueryReply>(&reply.body) {
-            Ok(QueryReply::Ok { body }) => Ok(body),
-            Ok(QueryReply::Rejected { rejection }) => Err(Problem::from_rejection(&rejection)),
-            Err(error) => {
-                tracing::warn!(%error, "malformed query reply");
-                Err(Problem::unavailable(
-                    "the service answered with something unreadable",
-                ))
-            }
-        }
+            .await;
+        answer(service, attempt, reply)
+    }
+
+    /// Permission from `service`'s breaker to ask it something.
+    fn attempt(&self, service: &str) -> Result<crate::breaker::Attempt, Problem> {
+        self.breakers
+            .attempt(service)
+            .map_err(|retry_after| Problem::circuit_open(service, retry_after))
     }
 
     /// The state of an operation: the owning service's recorded outcome, or `accepted` for
@@ -381,19 +366,7 @@ impl Dispatcher {
         uuid: Uuid,
         context: &RequestContext,
     ) -> Result<Option<Outcome>, Problem> {
-        let routing_key = match service {
-            catalog::SERVICE => catalog::queries::OPERATION_GET,
-            accounts::SERVICE => accounts::queries::OPERATION_GET,
-            social::SERVICE => social::queries::OPERATION_GET,
-            other => {
-                return Err(Problem::not_found(format!(
-                    "operation of unknown service {other}"
-                )));
-            }
-        };
-        // Every service's operation query has the same shape; only the tag differs.
-        let query = serde_json::json!({"type": routing_key, "operation_id": uuid});
-        match self.query(routing_key, &query, context).await {
+        match self.ask_operation(service, uuid, context).await {
             Ok(outcome) => serde_json::from_value(outcome).map(Some).map_err(|_| {
                 Problem::unavailable("the service answered with something unreadable")
             }),
@@ -411,6 +384,50 @@ impl Dispatcher {
         context: &RequestContext,
     ) -> Option<Outcome> {
         self.outcome(service, uuid, context).await.ok().flatten()
+    }
+}
+
+/// Fills in what every query carries of its request: correlation (the query's own id, so
+/// its reply finds the waiter), actor, request id and trace.
+fn stamp(envelope: &mut Envelope, context: &RequestContext) {
+    envelope.correlation_id = envelope.message_id;
+    envelope.actor = context.actor.clone();
+    envelope.request_id = Some(context.request_id.clone());
+    envelope.traceparent = context.traceparent.clone();
+}
+
+/// A query's reply (or why there is none) as the answer's body or a problem, telling the
+/// breaker how the attempt ended.
+fn answer(
+    service: &str,
+    attempt: crate::breaker::Attempt,
+    reply: Result<Reply, ReplyError>,
+) -> Result<Value, Problem> {
+    let reply = match reply {
+        Ok(reply) => {
+            attempt.finish(Ended::Answered);
+            reply
+        }
+        Err(ReplyError::Publish(e)) => {
+            attempt.finish(Ended::Abandoned);
+            return Err(publish_problem(service, &e));
+        }
+        Err(ReplyError::Timeout(t)) => {
+            attempt.finish(Ended::TimedOut);
+            return Err(Problem::timeout(format!(
+                "no answer from {service} within {t:?}"
+            )));
+        }
+    };
+    match serde_json::from_slice::<QueryReply>(&reply.body) {
+        Ok(QueryReply::Ok { body }) => Ok(body),
+        Ok(QueryReply::Rejected { rejection }) => Err(Problem::from_rejection(&rejection)),
+        Err(error) => {
+            tracing::warn!(%error, "malformed query reply");
+            Err(Problem::unavailable(
+                "the service answered with something unreadable",
+            ))
+        }
     }
 }
 
@@ -450,18 +467,6 @@ pub fn operation_view(public_id: &str, outcome: &Outcome) -> Value {
         view["resource"] = resource.clone();
     }
     view
-}
-
-fn schema_version_of(service: &str) -> u32 {
-    match service {
-        accounts::SERVICE => accounts::SCHEMA_VERSION,
-        social::SERVICE => social::SCHEMA_VERSION,
-        _ => catalog::SCHEMA_VERSION,
-    }
-}
-
-fn service_of(routing_key: &str) -> &str {
-    routing_key.split('.').next().unwrap_or(routing_key)
 }
 
 /// The 503 for a publish that certainly did not reach a queue: retrying is safe.

@@ -7,10 +7,9 @@ use contracts::accounts::{self, AccountsCommand, AccountsQuery, Register, Role};
 use serde::Deserialize;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{Body, OnSuccess, Shared, context, json, json_body, respond, submitted, with};
+use super::{Body, OnSuccess, Operation, Shared, context, json_body, read, respond, with, write};
 use crate::dispatch::RequestContext;
 use crate::problem::Problem;
 
@@ -92,11 +91,8 @@ async fn register(
             }
             accounts::validate_registration(&body.email, &body.display_name, &body.password)
                 .map_err(Problem::invalid)?;
-            let operation =
-                state
-                    .dispatcher
-                    .operation_uuid(&context, "POST", "/v1/auth/register", fingerprint);
-            let user_id = state.dispatcher.resource_uuid(&context, operation);
+            let operation = Operation::for_request(&context, fingerprint);
+            let user_id = operation.resource_id;
             let params = state.hash;
             let password = body.password;
             // Hashing here keeps clear-text passwords off the broker's disk; it is CPU
@@ -113,21 +109,14 @@ async fn register(
                 password_hash,
                 role,
             });
-            let result = state
-                .dispatcher
-                .submit(
-                    accounts::SERVICE,
-                    command.routing_key(),
-                    accounts::SCHEMA_VERSION,
-                    &command,
-                    operation,
-                    &context,
-                )
-                .await?;
-            Ok(submitted(
-                result,
+            write(
+                &state,
+                &context,
+                operation,
+                command,
                 OnSuccess::Created(format!("/v1/users/{user_id}")),
-            ))
+            )
+            .await
         }
         .await,
     )
@@ -145,11 +134,7 @@ async fn login(
                 .seal_login(&body.email, &body.password)
                 .map_err(super::auth_problem)?;
             let query = AccountsQuery::Login(sealed);
-            let token = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &token))
+            read(&state, &context, query).await
         }
         .await,
     )

@@ -3,18 +3,15 @@
 use std::convert::Infallible;
 
 use contracts::accounts::Role;
-use contracts::catalog::{
-    self, CatalogCommand, CatalogQuery, CourseRef, CreateCourse, UpdateCourse,
-};
+use contracts::catalog::{CatalogCommand, CatalogQuery, CourseRef, CreateCourse, UpdateCourse};
 use serde::Deserialize;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{
-    Body, ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, respond,
-    submitted, with,
+    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
+    parse_id, read, respond, with, write,
 };
 use crate::dispatch::RequestContext;
 use crate::problem::Problem;
@@ -86,22 +83,13 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
 pub(super) async fn send(
     state: &Shared,
     context: &RequestContext,
+    operation: Operation,
     command: CatalogCommand,
-    operation: crate::dispatch::Operation,
-) -> Result<crate::dispatch::Submitted, Problem> {
+    on_success: OnSuccess,
+) -> Result<Response, Problem> {
     super::require(context, &[Role::Admin, Role::Teacher])?;
     command.validate().map_err(Problem::invalid)?;
-    state
-        .dispatcher
-        .submit(
-            catalog::SERVICE,
-            command.routing_key(),
-            catalog::SCHEMA_VERSION,
-            &command,
-            operation,
-            context,
-        )
-        .await
+    write(state, context, operation, command, on_success).await
 }
 
 async fn create(
@@ -114,22 +102,22 @@ async fn create(
 ) -> Result<Response, Infallible> {
     respond(
         async {
-            let operation =
-                state
-                    .dispatcher
-                    .operation_uuid(&context, "POST", "/v1/courses", fingerprint);
-            let course_id = state.dispatcher.resource_uuid(&context, operation);
+            let operation = Operation::for_request(&context, fingerprint);
+            let course_id = operation.resource_id;
             let command = CatalogCommand::CreateCourse(CreateCourse {
                 course_id,
                 code: body.code,
                 title: body.title,
                 description: body.description,
             });
-            let result = send(&state, &context, command, operation).await?;
-            Ok(submitted(
-                result,
+            send(
+                &state,
+                &context,
+                operation,
+                command,
                 OnSuccess::Created(format!("/v1/courses/{course_id}")),
-            ))
+            )
+            .await
         }
         .await,
     )
@@ -143,11 +131,7 @@ async fn list(
     respond(
         async {
             let query = CatalogQuery::ListCourses(params.page()?);
-            let page = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &page))
+            read(&state, &context, query).await
         }
         .await,
     )
@@ -159,11 +143,7 @@ async fn get(id: String, state: Shared, context: RequestContext) -> Result<Respo
             let query = CatalogQuery::GetCourse(CourseRef {
                 course_id: parse_id("course", &id)?,
             });
-            let course = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &course))
+            read(&state, &context, query).await
         }
         .await,
     )
@@ -181,20 +161,14 @@ async fn update(
     respond(
         async {
             let course_id = parse_id("course", &id)?;
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "PATCH",
-                &format!("/v1/courses/{course_id}"),
-                fingerprint,
-            );
+            let operation = Operation::for_request(&context, fingerprint);
             let command = CatalogCommand::UpdateCourse(UpdateCourse {
                 course_id,
                 code: body.code,
                 title: body.title,
                 description: body.description,
             });
-            let result = send(&state, &context, command, operation).await?;
-            Ok(submitted(result, OnSuccess::Ok))
+            send(&state, &context, operation, command, OnSuccess::Ok).await
         }
         .await,
     )
@@ -208,15 +182,9 @@ async fn delete(
     respond(
         async {
             let course_id = parse_id("course", &id)?;
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "DELETE",
-                &format!("/v1/courses/{course_id}"),
-                crate::dispatch::Fingerprint::none(),
-            );
+            let operation = Operation::for_request(&context, Fingerprint::none());
             let command = CatalogCommand::DeleteCourse(CourseRef { course_id });
-            let result = send(&state, &context, command, operation).await?;
-            Ok(submitted(result, OnSuccess::NoContent))
+            send(&state, &context, operation, command, OnSuccess::NoContent).await
         }
         .await,
     )

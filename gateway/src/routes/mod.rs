@@ -19,7 +19,11 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::dispatch::{Dispatcher, Fingerprint, RequestContext, Submitted, operation_view};
+use contracts::Message;
+
+use crate::dispatch::{
+    Dispatcher, Fingerprint, Operation, RequestContext, Submitted, operation_view,
+};
 use crate::problem::{self, Problem};
 
 /// What handlers share.
@@ -134,19 +138,27 @@ fn context(state: Shared) -> impl Filter<Extract = (RequestContext,), Error = Re
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("traceparent"))
         .and(warp::ext::optional::<platform::http::ClientAddr>())
+        .and(warp::method())
+        .and(warp::path::full())
         .and_then(
             move |request_id: Option<String>,
                   prefer: Option<String>,
                   key: Option<String>,
                   authorization: Option<String>,
                   trace: Option<String>,
-                  client: Option<platform::http::ClientAddr>| {
+                  client: Option<platform::http::ClientAddr>,
+                  method: warp::http::Method,
+                  path: warp::path::FullPath| {
                 let state = state.clone();
                 async move {
                     let mut context =
                         build_context(&state, request_id, prefer, key, authorization, client)
                             .map_err(warp::reject::custom)?;
                     context.traceparent = Some(crate::dispatch::traceparent(trace.as_deref()));
+                    context.method = method.as_str().to_owned();
+                    // Ids in paths are UUIDs, which compare case-insensitively: a retry
+                    // that spells one in capitals names the same operation.
+                    context.path = path.as_str().to_ascii_lowercase();
                     Ok::<_, Rejection>(context)
                 }
             },
@@ -196,6 +208,8 @@ fn build_context(
             .map(|w| w.min(state.max_wait)),
         idempotency_key: key,
         traceparent: None,
+        method: String::new(),
+        path: String::new(),
     })
 }
 
@@ -361,6 +375,31 @@ fn json(status: StatusCode, body: &Value) -> Response {
 }
 
 /// Either side becomes a response.
+/// Sends `command` for this request's `operation` and answers as `on_success` says.
+async fn write<C: Message>(
+    state: &State,
+    context: &RequestContext,
+    operation: Operation,
+    command: C,
+    on_success: OnSuccess,
+) -> Result<Response, Problem> {
+    let result = state
+        .dispatcher
+        .submit(&command, operation, context)
+        .await?;
+    Ok(submitted(result, on_success))
+}
+
+/// Asks `query` and answers 200 with the reply.
+async fn read<Q: Message>(
+    state: &State,
+    context: &RequestContext,
+    query: Q,
+) -> Result<Response, Problem> {
+    let body = state.dispatcher.query(&query, context).await?;
+    Ok(json(StatusCode::OK, &body))
+}
+
 fn respond(result: Result<Response, Problem>) -> Result<Response, Infallible> {
     Ok(result.unwrap_or_else(Reply::into_response))
 }
@@ -431,12 +470,12 @@ struct ListParams {
 }
 
 impl ListParams {
-    fn page(self) -> Result<contracts::catalog::PageRequest, Problem> {
+    fn page(self) -> Result<contracts::common::PageRequest, Problem> {
         let limit = self.limit.unwrap_or(20);
-        if !(1..=contracts::catalog::MAX_PAGE).contains(&limit) {
+        if !(1..=contracts::common::MAX_PAGE).contains(&limit) {
             return Err(Problem::bad_request(format!(
                 "limit must be between 1 and {}",
-                contracts::catalog::MAX_PAGE
+                contracts::common::MAX_PAGE
             )));
         }
         // Cursors are opaque (each service has its own format) but always short and plain.
@@ -451,7 +490,7 @@ impl ListParams {
                 ));
             }
         }
-        Ok(contracts::catalog::PageRequest {
+        Ok(contracts::common::PageRequest {
             limit,
             cursor: self.cursor,
         })

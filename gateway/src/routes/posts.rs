@@ -2,18 +2,17 @@
 
 use std::convert::Infallible;
 
-use contracts::social::{self, CreatePost, PostRef, Repost, SocialCommand, SocialQuery};
+use contracts::social::{CreatePost, PostRef, Repost, SocialCommand, SocialQuery};
 use serde::Deserialize;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{
-    Body, ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, require,
-    respond, submitted, with,
+    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
+    parse_id, read, require, respond, with, write,
 };
-use crate::dispatch::{RequestContext, Submitted};
+use crate::dispatch::RequestContext;
 use crate::problem::Problem;
 
 /// Body of `POST /v1/posts`.
@@ -63,24 +62,16 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Social writes check the post before it travels.
 async fn send(
     state: &Shared,
     context: &RequestContext,
+    operation: Operation,
     command: SocialCommand,
-    operation: crate::dispatch::Operation,
-) -> Result<Submitted, Problem> {
+    on_success: OnSuccess,
+) -> Result<Response, Problem> {
     command.validate().map_err(Problem::invalid)?;
-    state
-        .dispatcher
-        .submit(
-            social::SERVICE,
-            command.routing_key(),
-            social::SCHEMA_VERSION,
-            &command,
-            operation,
-            context,
-        )
-        .await
+    write(state, context, operation, command, on_success).await
 }
 
 async fn create(
@@ -94,21 +85,21 @@ async fn create(
     respond(
         async {
             let principal = require(&context, &[])?;
-            let operation =
-                state
-                    .dispatcher
-                    .operation_uuid(&context, "POST", "/v1/posts", fingerprint);
-            let post_id = state.dispatcher.resource_uuid(&context, operation);
+            let operation = Operation::for_request(&context, fingerprint);
+            let post_id = operation.resource_id;
             let command = SocialCommand::CreatePost(CreatePost {
                 post_id,
                 author_name: principal.name.clone(),
                 body: body.body,
             });
-            let result = send(&state, &context, command, operation).await?;
-            Ok(submitted(
-                result,
+            send(
+                &state,
+                &context,
+                operation,
+                command,
                 OnSuccess::Created(format!("/v1/posts/{post_id}")),
-            ))
+            )
+            .await
         }
         .await,
     )
@@ -123,24 +114,21 @@ async fn repost(
         async {
             let original_id = parse_id("post", &id)?;
             let principal = require(&context, &[])?;
-            let path = format!("/v1/posts/{original_id}/reposts");
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "POST",
-                &path,
-                crate::dispatch::Fingerprint::none(),
-            );
-            let post_id = state.dispatcher.resource_uuid(&context, operation);
+            let operation = Operation::for_request(&context, Fingerprint::none());
+            let post_id = operation.resource_id;
             let command = SocialCommand::Repost(Repost {
                 post_id,
                 original_id,
                 author_name: principal.name.clone(),
             });
-            let result = send(&state, &context, command, operation).await?;
-            Ok(submitted(
-                result,
+            send(
+                &state,
+                &context,
+                operation,
+                command,
                 OnSuccess::Created(format!("/v1/posts/{post_id}")),
-            ))
+            )
+            .await
         }
         .await,
     )
@@ -152,11 +140,7 @@ async fn get(id: String, state: Shared, context: RequestContext) -> Result<Respo
             let query = SocialQuery::GetPost(PostRef {
                 post_id: parse_id("post", &id)?,
             });
-            let post = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &post))
+            read(&state, &context, query).await
         }
         .await,
     )
@@ -171,20 +155,15 @@ async fn delete(
         async {
             let post_id = parse_id("post", &id)?;
             require(&context, &[])?;
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "DELETE",
-                &format!("/v1/posts/{post_id}"),
-                crate::dispatch::Fingerprint::none(),
-            );
-            let result = send(
+            let operation = Operation::for_request(&context, Fingerprint::none());
+            send(
                 &state,
                 &context,
-                SocialCommand::DeletePost(PostRef { post_id }),
                 operation,
+                SocialCommand::DeletePost(PostRef { post_id }),
+                OnSuccess::NoContent,
             )
-            .await?;
-            Ok(submitted(result, OnSuccess::NoContent))
+            .await
         }
         .await,
     )
@@ -198,11 +177,7 @@ async fn timeline(
     respond(
         async {
             let query = SocialQuery::GlobalTimeline(params.page()?);
-            let page = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &page))
+            read(&state, &context, query).await
         }
         .await,
     )

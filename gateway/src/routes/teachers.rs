@@ -6,13 +6,12 @@ use contracts::catalog::{Assignment, CatalogCommand, CatalogQuery, CreateTeacher
 use serde::Deserialize;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::courses::send;
 use super::{
-    Body, ListParams, OnSuccess, Shared, context, json, json_body, list_params, parse_id, respond,
-    submitted, with,
+    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
+    parse_id, read, respond, with,
 };
 use crate::dispatch::RequestContext;
 
@@ -91,21 +90,21 @@ async fn create(
 ) -> Result<Response, Infallible> {
     respond(
         async {
-            let operation =
-                state
-                    .dispatcher
-                    .operation_uuid(&context, "POST", "/v1/teachers", fingerprint);
-            let teacher_id = state.dispatcher.resource_uuid(&context, operation);
+            let operation = Operation::for_request(&context, fingerprint);
+            let teacher_id = operation.resource_id;
             let command = CatalogCommand::CreateTeacher(CreateTeacher {
                 teacher_id,
                 name: body.name,
                 email: body.email,
             });
-            let result = send(&state, &context, command, operation).await?;
-            Ok(submitted(
-                result,
+            send(
+                &state,
+                &context,
+                operation,
+                command,
                 OnSuccess::Created(format!("/v1/teachers/{teacher_id}")),
-            ))
+            )
+            .await
         }
         .await,
     )
@@ -119,11 +118,7 @@ async fn list(
     respond(
         async {
             let query = CatalogQuery::ListTeachers(params.page()?);
-            let page = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &page))
+            read(&state, &context, query).await
         }
         .await,
     )
@@ -135,11 +130,7 @@ async fn get(id: String, state: Shared, context: RequestContext) -> Result<Respo
             let query = CatalogQuery::GetTeacher(TeacherRef {
                 teacher_id: parse_id("teacher", &id)?,
             });
-            let teacher = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &teacher))
+            read(&state, &context, query).await
         }
         .await,
     )
@@ -153,15 +144,9 @@ async fn delete(
     respond(
         async {
             let teacher_id = parse_id("teacher", &id)?;
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "DELETE",
-                &format!("/v1/teachers/{teacher_id}"),
-                crate::dispatch::Fingerprint::none(),
-            );
+            let operation = Operation::for_request(&context, Fingerprint::none());
             let command = CatalogCommand::DeleteTeacher(TeacherRef { teacher_id });
-            let result = send(&state, &context, command, operation).await?;
-            Ok(submitted(result, OnSuccess::NoContent))
+            send(&state, &context, operation, command, OnSuccess::NoContent).await
         }
         .await,
     )
@@ -177,11 +162,7 @@ async fn courses(
             let query = CatalogQuery::TeacherCourses(TeacherRef {
                 teacher_id: parse_id("teacher", &id)?,
             });
-            let courses = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &courses))
+            read(&state, &context, query).await
         }
         .await,
     )
@@ -203,24 +184,15 @@ async fn assign(
     respond(
         async {
             let assignment = assignment(&id, &course)?;
-            let path = format!(
-                "/v1/teachers/{}/courses/{}",
-                assignment.teacher_id, assignment.course_id
-            );
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "PUT",
-                &path,
-                crate::dispatch::Fingerprint::none(),
-            );
-            let result = send(
+            let operation = Operation::for_request(&context, Fingerprint::none());
+            send(
                 &state,
                 &context,
-                CatalogCommand::AssignCourse(assignment),
                 operation,
+                CatalogCommand::AssignCourse(assignment),
+                OnSuccess::Ok,
             )
-            .await?;
-            Ok(submitted(result, OnSuccess::Ok))
+            .await
         }
         .await,
     )
@@ -235,24 +207,15 @@ async fn unassign(
     respond(
         async {
             let assignment = assignment(&id, &course)?;
-            let path = format!(
-                "/v1/teachers/{}/courses/{}",
-                assignment.teacher_id, assignment.course_id
-            );
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "DELETE",
-                &path,
-                crate::dispatch::Fingerprint::none(),
-            );
-            let result = send(
+            let operation = Operation::for_request(&context, Fingerprint::none());
+            send(
                 &state,
                 &context,
-                CatalogCommand::UnassignCourse(assignment),
                 operation,
+                CatalogCommand::UnassignCourse(assignment),
+                OnSuccess::NoContent,
             )
-            .await?;
-            Ok(submitted(result, OnSuccess::NoContent))
+            .await
         }
         .await,
     )

@@ -2,16 +2,15 @@
 
 use std::convert::Infallible;
 
-use contracts::accounts::{self, AccountsCommand, AccountsQuery, Role, UserRef};
+use contracts::accounts::{AccountsCommand, AccountsQuery, Role, UserRef};
 use contracts::social::{SocialQuery, UserTimeline};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{
-    ListParams, OnSuccess, Shared, context, json, list_params, parse_id, require, respond,
-    submitted, with,
+    Fingerprint, ListParams, OnSuccess, Operation, Shared, context, list_params, parse_id, read,
+    require, respond, submitted, with,
 };
 use crate::dispatch::RequestContext;
 use crate::problem::Problem;
@@ -43,11 +42,7 @@ async fn me(state: Shared, context: RequestContext) -> Result<Response, Infallib
             let query = AccountsQuery::GetUser(UserRef {
                 user_id: principal.user_id,
             });
-            let user = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &user))
+            read(&state, &context, query).await
         }
         .await,
     )
@@ -67,23 +62,11 @@ async fn delete(
                     "only the user themself or an admin may delete a user",
                 ));
             }
-            let operation = state.dispatcher.operation_uuid(
-                &context,
-                "DELETE",
-                &format!("/v1/users/{user_id}"),
-                crate::dispatch::Fingerprint::none(),
-            );
+            let operation = Operation::for_request(&context, Fingerprint::none());
             let command = AccountsCommand::Delete(UserRef { user_id });
             let result = state
                 .dispatcher
-                .submit(
-                    accounts::SERVICE,
-                    command.routing_key(),
-                    accounts::SCHEMA_VERSION,
-                    &command,
-                    operation,
-                    &context,
-                )
+                .submit(&command, operation, &context)
                 .await?;
             // Seen succeed here: this replica refuses the user's tokens at once, without
             // waiting for its next revocation fetch.
@@ -111,11 +94,7 @@ async fn posts(
                 user_id,
                 page: params.page()?,
             });
-            let page = state
-                .dispatcher
-                .query(query.routing_key(), &query, &context)
-                .await?;
-            Ok(json(StatusCode::OK, &page))
+            read(&state, &context, query).await
         }
         .await,
     )

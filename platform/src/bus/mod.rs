@@ -4,12 +4,14 @@
 //!
 //! Layers: [`envelope`] maps contract metadata onto AMQP properties; [`topology`] names and
 //! declares exchanges and queues; [`publisher`] sends with confirms (and, for the gateway,
-//! receives direct replies); [`consumer`] runs handlers with manual acks.
+//! receives direct replies); [`consumer`] runs handlers with manual acks; [`typed`] puts
+//! contract messages on all of that, travelling as their kind decides.
 
 pub mod consumer;
 pub mod envelope;
 pub mod publisher;
 pub mod topology;
+pub mod typed;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -23,8 +25,11 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::BusConfig;
 pub use consumer::{ConsumerOptions, DeadLetter, Disposition, Handler, Incoming};
-pub use publisher::{BlockState, Outgoing, PublishError, Publisher, Reply, ReplyError};
+pub use publisher::{
+    BlockState, Outgoing, PublishError, Publisher, Reply, ReplyError, ReplyWaiter,
+};
 pub use topology::Topology;
+pub use typed::{Encoded, decode};
 
 /// How often the supervisor looks at the connection and the publishing channels.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);

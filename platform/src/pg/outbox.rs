@@ -10,16 +10,45 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::Envelope;
+use contracts::{Envelope, Kind, Message};
 use futures::future::join_all;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::handle::Transient;
 use super::{GenericClient, Pool};
-use crate::bus::{Bus, Outgoing, PublishError};
+use crate::bus::{Bus, Encoded, Outgoing, PublishError};
 
-/// Adds an event to the outbox inside the caller's transaction.
+/// Puts `event`, caused by the message `cause` (same operation and actor; the current
+/// span's trace), into the outbox inside the caller's transaction.
+pub async fn emit<C: GenericClient + Sync, E: Message>(
+    client: &C,
+    cause: &Envelope,
+    event: &E,
+) -> Result<(), Transient> {
+    let mut encoded = Encoded::caused_by(event, cause).map_err(|e| Transient(e.to_string()))?;
+    encoded.envelope.traceparent =
+        crate::telemetry::traceparent().or(encoded.envelope.traceparent.take());
+    enqueue_event(client, &encoded).await?;
+    Ok(())
+}
+
+/// Puts an encoded event into the outbox inside the caller's transaction.
+pub async fn enqueue_event<C: GenericClient + Sync, E: Message>(
+    client: &C,
+    event: &Encoded<E>,
+) -> Result<(), tokio_postgres::Error> {
+    const {
+        assert!(
+            matches!(E::KIND, Kind::Event),
+            "only events go through the outbox"
+        )
+    };
+    enqueue(client, &event.envelope, &event.body).await
+}
+
+/// Adds a message to the outbox inside the caller's transaction, as it is.
 pub async fn enqueue<C: GenericClient + Sync>(
     client: &C,
     envelope: &Envelope,

@@ -2,8 +2,8 @@
 //! by a default password.
 
 use anyhow::Context as _;
-use contracts::Envelope;
-use contracts::accounts::{AccountsEvent, Role, SCHEMA_VERSION, User, events};
+use contracts::accounts::{AccountsEvent, Role, User};
+use platform::bus::Encoded;
 use platform::pg::Pool;
 use platform::pg::outbox;
 use uuid::Uuid;
@@ -42,10 +42,9 @@ pub async fn create_admin(
     if !store::insert(&tx, &user, &hash).await? {
         return Err(AlreadyRegistered(user.email).into());
     }
-    let mut envelope = Envelope::new(events::USER_REGISTERED, SCHEMA_VERSION, Uuid::now_v7());
-    envelope.actor = Some(user.id.to_string());
-    let body = serde_json::to_vec(&AccountsEvent::UserRegistered(user.clone()))?;
-    outbox::enqueue(&tx, &envelope, &body).await?;
+    let mut event = Encoded::new(&AccountsEvent::UserRegistered(user.clone()), Uuid::now_v7())?;
+    event.envelope.actor = Some(user.id.to_string());
+    outbox::enqueue_event(&tx, &event).await?;
     tx.commit().await?;
     Ok(user)
 }

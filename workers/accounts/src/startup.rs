@@ -101,6 +101,6 @@ impl Application {
 
 /// Declares the accounts queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    bus.declare_service(SERVICE, &commands::ALL, &[], &queries::ALL)
+    bus.declare_service(SERVICE, commands::ALL, &[], queries::ALL)
         .await
 }

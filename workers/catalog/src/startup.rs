@@ -92,6 +92,6 @@ impl Application {
 
 /// Declares the catalog queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    bus.declare_service(SERVICE, &commands::ALL, &SUBSCRIPTIONS, &queries::ALL)
+    bus.declare_service(SERVICE, commands::ALL, &SUBSCRIPTIONS, queries::ALL)
         .await
 }

@@ -86,6 +86,6 @@ impl Application {
 
 /// Declares the social queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    bus.declare_service(SERVICE, &commands::ALL, &SUBSCRIPTIONS, &queries::ALL)
+    bus.declare_service(SERVICE, commands::ALL, &SUBSCRIPTIONS, queries::ALL)
         .await
 }

@@ -1,7 +1,7 @@
 //! SQL for authors, posts and timelines.
 
 use chrono::{DateTime, Utc};
-use contracts::catalog::Page;
+use contracts::common::Page;
 use contracts::social::Post;
 use platform::pg::GenericClient;
 use tokio_postgres::{Error, Row};

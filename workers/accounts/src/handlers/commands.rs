@@ -1,10 +1,8 @@
 //! Register and delete users, exactly once, with their events in the outbox.
 
-use contracts::accounts::{
-    AccountsCommand, AccountsEvent, Register, Role, SCHEMA_VERSION, User, UserRef, events,
-};
+use contracts::accounts::{AccountsCommand, AccountsEvent, Register, Role, User, UserRef, events};
 use contracts::{Envelope, Rejection};
-use platform::bus::consumer::decode_body;
+use platform::bus::decode;
 use platform::bus::{Disposition, Handler, Incoming};
 use platform::pg::handle::{self, Effect, Transient};
 use platform::pg::outbox::{self, Relay};
@@ -36,7 +34,7 @@ impl CommandHandler {
 
 impl Handler for CommandHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
-        let command = match decode_body(&incoming, SCHEMA_VERSION, AccountsCommand::routing_key) {
+        let command = match decode::<AccountsCommand>(&incoming) {
             Ok(command) => command,
             Err(reason) => return Disposition::Dead(reason),
         };
@@ -71,17 +69,13 @@ impl Handler for CommandHandler {
     }
 }
 
-/// Emits an event caused by `cause` into the outbox.
+/// Puts an event caused by `cause` into the outbox.
 pub(crate) async fn emit(
     tx: &Transaction<'_>,
     cause: &Envelope,
     event: &AccountsEvent,
 ) -> Result<(), Transient> {
-    let mut envelope = cause.caused(Uuid::now_v7(), event.routing_key(), SCHEMA_VERSION);
-    envelope.traceparent = platform::telemetry::traceparent().or(envelope.traceparent);
-    let body = serde_json::to_vec(event).map_err(|e| Transient(e.to_string()))?;
-    outbox::enqueue(tx, &envelope, &body).await?;
-    Ok(())
+    outbox::emit(tx, cause, event).await
 }
 
 async fn actor_role(

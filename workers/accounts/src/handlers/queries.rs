@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::accounts::{AccountsQuery, Login, Revocations, RevokedUser, SCHEMA_VERSION};
+use contracts::accounts::{AccountsQuery, Login, Revocations, RevokedUser};
 use contracts::{QueryReply, Rejection};
-use platform::bus::consumer::decode_body;
+use platform::bus::decode;
 use platform::bus::{Disposition, Handler, Incoming};
 use platform::pg::Pool;
 use platform::pg::handle::{Transient, find_outcome};
@@ -144,7 +144,7 @@ fn rejected(rejection: Rejection) -> QueryReply {
 
 impl Handler for QueryHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
-        let query = match decode_body(&incoming, SCHEMA_VERSION, AccountsQuery::routing_key) {
+        let query = match decode::<AccountsQuery>(&incoming) {
             Ok(query) => query,
             Err(reason) => {
                 let reply = rejected(Rejection::invalid(reason.error));

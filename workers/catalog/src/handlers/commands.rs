@@ -1,9 +1,10 @@
 //! The command handler: decode, deduplicate, validate, apply, record the outcome, reply.
 
-use contracts::catalog::{CatalogCommand, SCHEMA_VERSION};
+use contracts::catalog::CatalogCommand;
 use contracts::{Outcome, Rejection};
 use mongodb::bson::doc;
-use platform::bus::consumer::{DeadLetter, decode_body, reasons};
+use platform::bus::consumer::{DeadLetter, reasons};
+use platform::bus::decode;
 use platform::bus::{Bus, Disposition, Handler, Incoming};
 use tracing::Instrument as _;
 
@@ -79,11 +80,10 @@ fn reply(outcome: &Outcome) -> Disposition {
 impl Handler for CommandHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
         let envelope = &incoming.envelope;
-        let command: CatalogCommand =
-            match decode_body(&incoming, SCHEMA_VERSION, CatalogCommand::routing_key) {
-                Ok(command) => command,
-                Err(dead) => return Disposition::Dead(dead),
-            };
+        let command: CatalogCommand = match decode::<CatalogCommand>(&incoming) {
+            Ok(command) => command,
+            Err(dead) => return Disposition::Dead(dead),
+        };
         let actor = match self.actors.verify(envelope, &incoming.body) {
             Ok(actor) => actor,
             Err(forged) => return Disposition::Dead(forged),

@@ -3,7 +3,7 @@
 
 use contracts::accounts::{self, AccountsEvent, Role};
 use contracts::catalog::{CreateTeacher, TeacherRef};
-use platform::bus::consumer::decode_body;
+use platform::bus::decode;
 use platform::bus::{Disposition, Handler, Incoming};
 use tracing::Instrument as _;
 
@@ -32,11 +32,7 @@ impl EventHandler {
 
 impl Handler for EventHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
-        let event = match decode_body(
-            &incoming,
-            accounts::SCHEMA_VERSION,
-            AccountsEvent::routing_key,
-        ) {
+        let event = match decode::<AccountsEvent>(&incoming) {
             Ok(event) => event,
             Err(reason) => return Disposition::Dead(reason),
         };

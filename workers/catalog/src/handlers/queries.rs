@@ -1,6 +1,7 @@
 //! The query handler: reads answered by direct reply.
 
-use contracts::catalog::{CatalogQuery, MAX_PAGE, PageRequest};
+use contracts::catalog::CatalogQuery;
+use contracts::common::{MAX_PAGE, PageRequest};
 use contracts::{QueryReply, Rejection};
 use platform::bus::{Disposition, Handler, Incoming};
 use serde::Serialize;

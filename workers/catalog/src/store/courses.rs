@@ -1,6 +1,7 @@
 //! Courses: create, update, delete (tombstone), read and page.
 
-use contracts::catalog::{CatalogEvent, Course, CourseRef, CreateCourse, Page, UpdateCourse};
+use contracts::catalog::{CatalogEvent, Course, CourseRef, CreateCourse, UpdateCourse};
+use contracts::common::Page;
 use contracts::{Envelope, Rejection};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};

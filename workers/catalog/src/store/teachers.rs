@@ -1,8 +1,9 @@
 //! Teachers and the courses they give.
 
 use contracts::catalog::{
-    Assignment, CatalogEvent, CreateTeacher, Page, Teacher, TeacherCreated, TeacherRef,
+    Assignment, CatalogEvent, CreateTeacher, Teacher, TeacherCreated, TeacherRef,
 };
+use contracts::common::Page;
 use contracts::{Envelope, Rejection};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};

@@ -1,8 +1,8 @@
 //! Post, repost and delete, exactly once, with their events in the outbox.
 
-use contracts::social::{CreatePost, PostRef, Repost, SCHEMA_VERSION, SocialCommand, SocialEvent};
+use contracts::social::{CreatePost, PostRef, Repost, SocialCommand, SocialEvent};
 use contracts::{Envelope, Rejection};
-use platform::bus::consumer::decode_body;
+use platform::bus::decode;
 use platform::bus::{Disposition, Handler, Incoming};
 use platform::pg::handle::{self, Effect, Transient};
 use platform::pg::outbox::Relay;
@@ -33,7 +33,7 @@ impl CommandHandler {
 
 impl Handler for CommandHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
-        let command = match decode_body(&incoming, SCHEMA_VERSION, SocialCommand::routing_key) {
+        let command = match decode::<SocialCommand>(&incoming) {
             Ok(command) => command,
             Err(reason) => return Disposition::Dead(reason),
         };

@@ -5,7 +5,8 @@ use contracts::accounts::{self, AccountsEvent, Role, User, UserRef};
 use contracts::catalog::{self, CatalogEvent, Course};
 use contracts::social::{MAX_POST_LEN, SYSTEM_AUTHOR, SocialEvent};
 use contracts::{Envelope, Rejection};
-use platform::bus::consumer::{DeadLetter, decode_body, reasons};
+use platform::bus::consumer::{DeadLetter, reasons};
+use platform::bus::decode;
 use platform::bus::{Disposition, Handler, Incoming};
 use platform::pg::handle::{self, Effect, Transient};
 use platform::pg::outbox::Relay;
@@ -41,18 +42,10 @@ enum Subscribed {
     Catalog(CatalogEvent),
 }
 
-fn decode(incoming: &Incoming) -> Result<Subscribed, DeadLetter> {
+fn subscribed(incoming: &Incoming) -> Result<Subscribed, DeadLetter> {
     match incoming.envelope.message_type.split('.').next() {
-        Some(accounts::SERVICE) => decode_body(
-            incoming,
-            accounts::SCHEMA_VERSION,
-            AccountsEvent::routing_key,
-        )
-        .map(Subscribed::Accounts),
-        Some(catalog::SERVICE) => {
-            decode_body(incoming, catalog::SCHEMA_VERSION, CatalogEvent::routing_key)
-                .map(Subscribed::Catalog)
-        }
+        Some(accounts::SERVICE) => decode::<AccountsEvent>(incoming).map(Subscribed::Accounts),
+        Some(catalog::SERVICE) => decode::<CatalogEvent>(incoming).map(Subscribed::Catalog),
         _ => Err(DeadLetter::new(
             reasons::UNKNOWN_TYPE,
             format!(
@@ -65,7 +58,7 @@ fn decode(incoming: &Incoming) -> Result<Subscribed, DeadLetter> {
 
 impl Handler for EventHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
-        let event = match decode(&incoming) {
+        let event = match subscribed(&incoming) {
             Ok(event) => event,
             Err(reason) => return Disposition::Dead(reason),
         };

@@ -5,7 +5,7 @@ pub mod events;
 pub mod queries;
 
 use contracts::Envelope;
-use contracts::social::{SCHEMA_VERSION, SocialEvent};
+use contracts::social::SocialEvent;
 use platform::pg::Transaction;
 use platform::pg::handle::Transient;
 use platform::pg::outbox;
@@ -17,11 +17,7 @@ pub(crate) async fn emit(
     cause: &Envelope,
     event: &SocialEvent,
 ) -> Result<(), Transient> {
-    let mut envelope = cause.caused(Uuid::now_v7(), event.routing_key(), SCHEMA_VERSION);
-    envelope.traceparent = platform::telemetry::traceparent().or(envelope.traceparent);
-    let body = serde_json::to_vec(event).map_err(|e| Transient(e.to_string()))?;
-    outbox::enqueue(tx, &envelope, &body).await?;
-    Ok(())
+    outbox::emit(tx, cause, event).await
 }
 
 /// The acting user of a message, if it names one.

@@ -1,9 +1,9 @@
 //! Posts and timelines by request-reply.
 
-use contracts::catalog::{MAX_PAGE, PageRequest};
-use contracts::social::{SCHEMA_VERSION, SocialQuery};
+use contracts::common::{MAX_PAGE, PageRequest};
+use contracts::social::SocialQuery;
 use contracts::{QueryReply, Rejection};
-use platform::bus::consumer::decode_body;
+use platform::bus::decode;
 use platform::bus::{Disposition, Handler, Incoming};
 use platform::pg::Pool;
 use platform::pg::handle::{Transient, find_outcome};
@@ -77,7 +77,7 @@ fn rejected(rejection: Rejection) -> QueryReply {
 
 impl Handler for QueryHandler {
     async fn handle(&self, incoming: Incoming) -> Disposition {
-        let query = match decode_body(&incoming, SCHEMA_VERSION, SocialQuery::routing_key) {
+        let query = match decode::<SocialQuery>(&incoming) {
             Ok(query) => query,
             Err(reason) => {
                 let reply = rejected(Rejection::invalid(reason.error));
