@@ -153,3 +153,26 @@ fn gateway_health(
             }
         })
 }
+
+impl platform::cli::Service for Application {
+    const NAME: &'static str = "gateway";
+    const HEALTH_VARIABLE: &'static str = "HTTP_ADDR";
+    const HEALTH_DEFAULT: std::net::SocketAddr =
+        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+    type Config = GatewayConfig;
+
+    fn config(
+        source: &dyn platform::config::Source,
+    ) -> Result<Self::Config, platform::config::ConfigError> {
+        GatewayConfig::from_source(source)
+    }
+
+    async fn build(config: Self::Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Application::build(config, shutdown).await
+    }
+
+    async fn run_until_stopped(self) -> anyhow::Result<()> {
+        Application::run_until_stopped(self).await;
+        Ok(())
+    }
+}

@@ -1,13 +1,106 @@
-//! What every service binary does before it serves: answer the subcommands container
-//! platforms and operators run (`healthcheck`, `check-config`), read its configuration
-//! once from the environment (secrets from `_FILE`s included), and install telemetry.
+//! What every service binary does: answer the subcommands container platforms and
+//! operators run (`healthcheck`, `check-config`), read its configuration once from the
+//! environment (secrets from `_FILE`s included), install telemetry, then build and run the
+//! service until SIGTERM — with the same exit codes everywhere: 2 for a configuration that
+//! cannot work (one line on standard error), 1 for a start or a stop that failed, 0 for a
+//! clean stop. A binary's `main` is one call to [`run`] (or [`run_with`] when it has
+//! subcommands of its own).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{ConfigError, Recording, Source};
 use crate::telemetry::{TelemetryGuard, TraceConfig};
+
+/// A service as its binary runs it.
+pub trait Service: Sized {
+    /// Name in logs, traces and error lines.
+    const NAME: &'static str;
+    /// The variable (without `SWITCHYARD_`) holding the address `healthcheck` asks.
+    const HEALTH_VARIABLE: &'static str;
+    /// That address when the variable is not set.
+    const HEALTH_DEFAULT: SocketAddr;
+    /// Its configuration.
+    type Config;
+
+    /// Reads and checks the configuration; an error is exit 2.
+    fn config(source: &dyn Source) -> Result<Self::Config, ConfigError>;
+
+    /// Connects and starts everything; stops early when `shutdown` is cancelled.
+    fn build(
+        config: Self::Config,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<Self>>;
+
+    /// Serves until shutdown and drains.
+    fn run_until_stopped(self) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+/// The whole life of a service binary without subcommands of its own.
+pub async fn run<S: Service>() -> ExitCode {
+    run_with::<S, _, _>(|_config, args| async move {
+        eprintln!(
+            "{}: unknown command {:?}; usage: {} [healthcheck | check-config]",
+            S::NAME,
+            args.first().map(String::as_str).unwrap_or_default(),
+            S::NAME
+        );
+        ExitCode::from(2)
+    })
+    .await
+}
+
+/// The whole life of a service binary: with no arguments it serves; with arguments other
+/// than the built-in ones it calls `command` with the configuration and the arguments.
+pub async fn run_with<S, F, Fut>(command: F) -> ExitCode
+where
+    S: Service,
+    F: FnOnce(S::Config, Vec<String>) -> Fut,
+    Fut: Future<Output = ExitCode>,
+{
+    let check: fn(&dyn Source) -> Result<(), ConfigError> = |source| S::config(source).map(drop);
+    let (source, _telemetry) =
+        match start(S::NAME, S::HEALTH_VARIABLE, S::HEALTH_DEFAULT, check).await {
+            Start::Run { source, telemetry } => (source, telemetry),
+            Start::Exit(code) => return code,
+        };
+    let config = match S::config(&source) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}: {error}", S::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        return command(config, args).await;
+    }
+    let shutdown = crate::shutdown::on_signal();
+    let service = match S::build(config, shutdown).await {
+        Ok(service) => service,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{} failed to start", S::NAME);
+            eprintln!("{}: cannot start: {error:#}", S::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    match service.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "{} stopped with an error",
+                S::NAME
+            );
+            eprintln!("{}: stopped with an error: {error:#}", S::NAME);
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// A service's configuration loader, as `check-config` runs it.
 pub type Check = fn(&dyn Source) -> Result<(), ConfigError>;

@@ -172,11 +172,8 @@ pub fn init_with_writer(
     if installed.is_err() {
         return TelemetryGuard { provider: None };
     }
-    tracing::info!(
-        service,
-        version = env!("CARGO_PKG_VERSION"),
-        "telemetry initialised"
-    );
+    // Every line carries the service and version already.
+    tracing::info!("telemetry initialised");
     TelemetryGuard { provider }
 }
 

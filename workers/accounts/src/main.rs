@@ -7,80 +7,70 @@
 use std::io::BufRead as _;
 use std::process::ExitCode;
 
-use accounts::{AccountsConfig, Application};
+use accounts::AccountsConfig;
+
+/// The one-off commands besides serving.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "accounts",
+    about = "The accounts worker; with no command it serves until SIGTERM"
+)]
+enum Command {
+    /// Creates an admin (the only way one comes to exist).
+    CreateAdmin(CreateAdmin),
+}
+
+#[derive(Debug, clap::Args)]
+struct CreateAdmin {
+    /// The admin's e-mail address.
+    #[arg(long)]
+    email: String,
+    /// The admin's display name.
+    #[arg(long)]
+    name: String,
+    /// Read the password from the first line of this file instead of standard input: for
+    /// one-shot steps without standard input (compose, a Kubernetes Job with the password
+    /// in a secret volume).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
+    /// An admin with that e-mail address already existing is a success, so a deployment
+    /// step can run on every release.
+    #[arg(long)]
+    if_missing: bool,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9102));
-    let check: platform::cli::Check = |source| AccountsConfig::from_source(source).map(drop);
-    let (source, _telemetry) =
-        match platform::cli::start("accounts", "HEALTH_ADDR", default, check).await {
-            platform::cli::Start::Run { source, telemetry } => (source, telemetry),
-            platform::cli::Start::Exit(code) => return code,
-        };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match AccountsConfig::from_source(&source) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("accounts: {error}");
-            return ExitCode::from(2);
+    platform::cli::run_with::<accounts::Application, _, _>(|config, args| async move {
+        match <Command as clap::Parser>::try_parse_from(
+            std::iter::once("accounts".to_owned()).chain(args),
+        ) {
+            Ok(Command::CreateAdmin(command)) => create_admin(config, command).await,
+            Err(error) => {
+                // Usage errors go to standard error (exit 2), --help to standard output.
+                let _ = error.print();
+                ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+            }
         }
-    };
-    match args.first().map(String::as_str) {
-        None => serve(config).await,
-        Some("create-admin") => create_admin(config, &args[1..]).await,
-        Some(other) => {
-            eprintln!(
-                "accounts: unknown command {other:?}; usage: accounts [create-admin --email EMAIL --name NAME]"
-            );
-            ExitCode::from(2)
-        }
-    }
+    })
+    .await
 }
 
-async fn serve(config: AccountsConfig) -> ExitCode {
-    let shutdown = platform::shutdown::on_signal();
-    let app = match Application::build(config, shutdown).await {
-        Ok(app) => app,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "accounts failed to start");
-            eprintln!("accounts: cannot start: {error:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match app.run_until_stopped().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(
-                error = format!("{error:#}"),
-                "accounts stopped with an error"
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-async fn create_admin(config: AccountsConfig, args: &[String]) -> ExitCode {
-    const USAGE: &str = "accounts: usage: accounts create-admin --email EMAIL --name NAME [--password-file FILE] [--if-missing]  (password: first line of FILE, or of standard input)";
-    let (Some(email), Some(name)) = (flag(args, "--email"), flag(args, "--name")) else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let if_missing = args.iter().any(|a| a == "--if-missing");
-    // A file, for deployments whose one-shot step has no standard input (compose, a
-    // Kubernetes Job with the password in a secret volume).
-    let password = match flag(args, "--password-file") {
+async fn create_admin(config: AccountsConfig, command: CreateAdmin) -> ExitCode {
+    let CreateAdmin {
+        email,
+        name,
+        password_file,
+        if_missing,
+    } = command;
+    let password = match password_file {
         Some(path) => match std::fs::read_to_string(&path) {
             Ok(text) => text.lines().next().unwrap_or_default().to_owned(),
             Err(error) => {
-                eprintln!("accounts: cannot read the password from {path}: {error}");
+                eprintln!(
+                    "accounts: cannot read the password from {}: {error}",
+                    path.display()
+                );
                 return ExitCode::from(2);
             }
         },

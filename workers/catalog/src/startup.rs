@@ -95,3 +95,25 @@ pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
     bus.declare_service(SERVICE, commands::ALL, &SUBSCRIPTIONS, queries::ALL)
         .await
 }
+
+impl platform::cli::Service for Application {
+    const NAME: &'static str = "catalog";
+    const HEALTH_VARIABLE: &'static str = "HEALTH_ADDR";
+    const HEALTH_DEFAULT: std::net::SocketAddr =
+        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9101);
+    type Config = CatalogConfig;
+
+    fn config(
+        source: &dyn platform::config::Source,
+    ) -> Result<Self::Config, platform::config::ConfigError> {
+        CatalogConfig::from_source(source)
+    }
+
+    async fn build(config: Self::Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Application::build(config, shutdown).await
+    }
+
+    async fn run_until_stopped(self) -> anyhow::Result<()> {
+        Application::run_until_stopped(self).await
+    }
+}
