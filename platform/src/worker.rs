@@ -20,6 +20,7 @@ use crate::bus::{Bus, Handler};
 /// Consumers and tasks of one service.
 pub struct Worker {
     bus: Bus,
+    service: &'static str,
     grace: Duration,
     work: CancellationToken,
     background_stop: CancellationToken,
@@ -29,10 +30,17 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker on `bus`; `shutdown` stops it; in-flight messages get `grace` to finish.
-    pub fn new(bus: Bus, grace: Duration, shutdown: CancellationToken) -> Self {
+    /// The worker of `service` on `bus`; `shutdown` stops it; in-flight messages get
+    /// `grace` to finish.
+    pub fn new(
+        bus: Bus,
+        service: &'static str,
+        grace: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             bus,
+            service,
             grace,
             work: shutdown.child_token(),
             background_stop: CancellationToken::new(),
@@ -42,8 +50,30 @@ impl Worker {
         }
     }
 
+    /// Consumes the service's command queue with `handler`; what cannot be handled is
+    /// dead-lettered.
+    pub fn commands<H: Handler>(&mut self, handler: H) {
+        let queue = self.bus.topology.command_queue(self.service);
+        self.consume(queue, true, handler);
+    }
+
+    /// Consumes the service's event queue (the events it subscribed to when it declared
+    /// its queues) with `handler`; what cannot be handled is dead-lettered.
+    pub fn events<H: Handler>(&mut self, handler: H) {
+        let queue = self.bus.topology.event_queue(self.service);
+        self.consume(queue, true, handler);
+    }
+
+    /// Consumes the service's query queue with `handler`. Queries have no dead-letter
+    /// queue: a query that cannot be answered is answered with a rejection, and one nobody
+    /// took in time expires.
+    pub fn queries<H: Handler>(&mut self, handler: H) {
+        let queue = self.bus.topology.query_queue(self.service);
+        self.consume(queue, false, handler);
+    }
+
     /// Consumes `queue` with `handler`. `dead_letters` says whether the queue has a DLQ.
-    pub fn consume<H: Handler>(&mut self, queue: String, dead_letters: bool, handler: H) {
+    fn consume<H: Handler>(&mut self, queue: String, dead_letters: bool, handler: H) {
         let options = ConsumerOptions {
             queue,
             dead_letters,

@@ -428,6 +428,32 @@ impl Bus {
         Ok(())
     }
 
+    /// Declares the queues of the service that owns commands `C` and queries `Q`: bound to
+    /// every key of each, its event queue to `events` (the events it subscribes to).
+    pub async fn declare_messages<C: contracts::Message, Q: contracts::Message>(
+        &self,
+        events: &[&str],
+    ) -> anyhow::Result<()> {
+        const {
+            assert!(
+                matches!(C::KIND, contracts::Kind::Command),
+                "C is not a command"
+            );
+            assert!(
+                matches!(Q::KIND, contracts::Kind::Query),
+                "Q is not a query"
+            );
+        };
+        anyhow::ensure!(
+            C::SERVICE == Q::SERVICE,
+            "commands of {} and queries of {} are not one service",
+            C::SERVICE,
+            Q::SERVICE
+        );
+        self.declare_service(C::SERVICE, C::KEYS, events, Q::KEYS)
+            .await
+    }
+
     /// Declares the queues of every service again (after a queue was deleted under a
     /// running consumer, say). Idempotent.
     pub async fn redeclare(&self) -> anyhow::Result<()> {

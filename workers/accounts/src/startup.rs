@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use contracts::accounts::{SERVICE, commands, queries};
+use contracts::accounts::SERVICE;
 use platform::bus::Bus;
 use platform::healthz::Health;
 use platform::pg::outbox::Relay;
@@ -53,24 +53,19 @@ impl Application {
                 .context("cannot bind the health endpoint")?;
 
         let relay = Relay::new(pool.clone(), bus.clone());
-        let topology = bus.topology.clone();
-        let mut worker = Worker::new(bus, config.grace, shutdown);
-        worker.consume(
-            topology.command_queue(SERVICE),
-            true,
-            CommandHandler::new(pool.clone(), relay.clone(), config.actor_key.clone()),
-        );
-        worker.consume(
-            topology.query_queue(SERVICE),
-            false,
-            QueryHandler::new(
-                pool.clone(),
-                keys,
-                config.token_ttl,
-                decoy,
-                relay.metrics().clone(),
-            ),
-        );
+        let mut worker = Worker::new(bus, SERVICE, config.grace, shutdown);
+        worker.commands(CommandHandler::new(
+            pool.clone(),
+            relay.clone(),
+            config.actor_key.clone(),
+        ));
+        worker.queries(QueryHandler::new(
+            pool.clone(),
+            keys,
+            config.token_ttl,
+            decoy,
+            relay.metrics().clone(),
+        ));
         let interval = config.relay_interval;
         worker.spawn(move |stop| relay.run(interval, stop));
         tracing::info!(%health_addr, prefix = %config.bus.prefix, "accounts ready");
@@ -101,7 +96,7 @@ impl Application {
 
 /// Declares the accounts queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    bus.declare_service(SERVICE, commands::ALL, &[], queries::ALL)
+    bus.declare_messages::<contracts::accounts::AccountsCommand, contracts::accounts::AccountsQuery>(&[])
         .await
 }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use contracts::catalog::{SERVICE, commands, queries};
+use contracts::catalog::SERVICE;
 use platform::bus::Bus;
 use platform::healthz::{Health, Probe};
 use platform::worker::Worker;
@@ -50,23 +50,14 @@ impl Application {
             platform::health::serve(config.health_addr, bus.clone(), health, shutdown.clone())
                 .await
                 .context("cannot bind the health endpoint")?;
-        let topology = bus.topology.clone();
-        let mut worker = Worker::new(bus.clone(), config.grace, shutdown);
-        worker.consume(
-            topology.command_queue(SERVICE),
-            true,
-            CommandHandler::new(store.clone(), bus.clone(), config.actor_key.clone()),
-        );
-        worker.consume(
-            topology.event_queue(SERVICE),
-            true,
-            EventHandler::new(store.clone()),
-        );
-        worker.consume(
-            topology.query_queue(SERVICE),
-            false,
-            QueryHandler::new(store.clone()),
-        );
+        let mut worker = Worker::new(bus.clone(), SERVICE, config.grace, shutdown);
+        worker.commands(CommandHandler::new(
+            store.clone(),
+            bus.clone(),
+            config.actor_key.clone(),
+        ));
+        worker.events(EventHandler::new(store.clone()));
+        worker.queries(QueryHandler::new(store.clone()));
         let interval = config.relay_interval;
         worker.spawn(move |stop| outbox::run_relay(bus, store, interval, stop));
         tracing::info!(%health_addr, prefix = %config.bus.prefix, "catalog ready");
@@ -92,8 +83,10 @@ impl Application {
 
 /// Declares the catalog queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    bus.declare_service(SERVICE, commands::ALL, &SUBSCRIPTIONS, queries::ALL)
-        .await
+    bus.declare_messages::<contracts::catalog::CatalogCommand, contracts::catalog::CatalogQuery>(
+        &SUBSCRIPTIONS,
+    )
+    .await
 }
 
 impl platform::cli::Service for Application {

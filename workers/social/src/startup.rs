@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use contracts::social::{SERVICE, commands, queries};
+use contracts::social::SERVICE;
 use platform::bus::Bus;
 use platform::healthz::Health;
 use platform::pg::outbox::Relay;
@@ -39,23 +39,14 @@ impl Application {
                 .await
                 .context("cannot bind the health endpoint")?;
         let relay = Relay::new(pool.clone(), bus.clone());
-        let topology = bus.topology.clone();
-        let mut worker = Worker::new(bus, config.grace, shutdown);
-        worker.consume(
-            topology.command_queue(SERVICE),
-            true,
-            CommandHandler::new(pool.clone(), relay.clone(), config.actor_key.clone()),
-        );
-        worker.consume(
-            topology.event_queue(SERVICE),
-            true,
-            EventHandler::new(pool.clone(), relay.clone()),
-        );
-        worker.consume(
-            topology.query_queue(SERVICE),
-            false,
-            QueryHandler::new(pool.clone()),
-        );
+        let mut worker = Worker::new(bus, SERVICE, config.grace, shutdown);
+        worker.commands(CommandHandler::new(
+            pool.clone(),
+            relay.clone(),
+            config.actor_key.clone(),
+        ));
+        worker.events(EventHandler::new(pool.clone(), relay.clone()));
+        worker.queries(QueryHandler::new(pool.clone()));
         let interval = config.relay_interval;
         worker.spawn(move |stop| relay.run(interval, stop));
         tracing::info!(%health_addr, prefix = %config.bus.prefix, "social ready");
@@ -86,8 +77,10 @@ impl Application {
 
 /// Declares the social queues.
 pub async fn declare(bus: &Bus) -> anyhow::Result<()> {
-    bus.declare_service(SERVICE, commands::ALL, &SUBSCRIPTIONS, queries::ALL)
-        .await
+    bus.declare_messages::<contracts::social::SocialCommand, contracts::social::SocialQuery>(
+        &SUBSCRIPTIONS,
+    )
+    .await
 }
 
 impl platform::cli::Service for Application {

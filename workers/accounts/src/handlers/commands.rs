@@ -133,7 +133,7 @@ async fn register_user(
     if !store::insert(tx, &user, &register.password_hash).await? {
         // A sign-up form has to say the address is taken (there is no e-mail
         // verification to hide it behind); it is not echoed, and the auth rate limit
-        // bounds how fast anyone can probe. Login never tells (see the README).
+        // bounds how fast anyone can probe. Login never tells (docs/architecture.md, Security).
         return Ok(Effect::Rejected(Rejection::conflict(
             "this e-mail address is already registered",
         )));
