@@ -27,7 +27,8 @@ pub async fn emit<C: GenericClient + Sync, E: Message>(
     cause: &Envelope,
     event: &E,
 ) -> Result<(), Transient> {
-    let mut encoded = Encoded::caused_by(event, cause).map_err(|e| Transient(e.to_string()))?;
+    let mut encoded =
+        Encoded::caused_by(event, cause).map_err(|e| Transient::new(e.to_string()))?;
     encoded.envelope.traceparent =
         crate::telemetry::traceparent().or(encoded.envelope.traceparent.take());
     enqueue_event(client, &encoded).await?;

@@ -115,7 +115,7 @@ impl QueryHandler {
         let password = login.password;
         let verified = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
             .await
-            .map_err(|e| Transient(e.to_string()))?;
+            .map_err(|e| Transient::new(e.to_string()))?;
         let (true, Some(user)) = (verified, user) else {
             tracing::info!(outcome = "failure", "login");
             self.count_login("failure");
@@ -127,7 +127,7 @@ impl QueryHandler {
         self.count_login("success");
         match self.keys.issue(&user, self.token_ttl) {
             Ok(token) => Ok(ok(&token)),
-            Err(error) => Err(Transient(format!("cannot sign token: {error}"))),
+            Err(error) => Err(Transient::new(format!("cannot sign token: {error}"))),
         }
     }
 }
@@ -159,9 +159,10 @@ impl Handler for QueryHandler {
             },
             // Data PostgreSQL refuses will be refused on every retry: answer at once.
             Err(failure) if failure.is_data_exception() => Disposition::Done {
-                reply: serde_json::to_vec(&rejected(Rejection::invalid(failure.0))).ok(),
+                reply: serde_json::to_vec(&rejected(Rejection::invalid(failure.into_message())))
+                    .ok(),
             },
-            Err(Transient(reason)) => Disposition::Retry(reason),
+            Err(transient) => Disposition::Retry(transient.into_message()),
         }
     }
 }

@@ -106,7 +106,7 @@ async fn create(
     }
     store::insert_post(tx, post.post_id, author, &post.body, None).await?;
     let Some(created) = store::get(tx, post.post_id).await? else {
-        return Err(Transient("post vanished inside its own transaction".into()));
+        return Err(Transient::new("post vanished inside its own transaction"));
     };
     emit(tx, envelope, &SocialEvent::PostCreated(created.clone())).await?;
     Ok(Effect::Applied(serde_json::to_value(&created).ok()))
@@ -138,9 +138,7 @@ async fn repost_post(
         ))));
     }
     let Some(created) = store::get(tx, repost.post_id).await? else {
-        return Err(Transient(
-            "repost vanished inside its own transaction".into(),
-        ));
+        return Err(Transient::new("repost vanished inside its own transaction"));
     };
     emit(tx, envelope, &SocialEvent::PostReposted(created.clone())).await?;
     Ok(Effect::Applied(serde_json::to_value(&created).ok()))

@@ -92,9 +92,10 @@ impl Handler for QueryHandler {
             },
             // Data PostgreSQL refuses will be refused on every retry: answer at once.
             Err(failure) if failure.is_data_exception() => Disposition::Done {
-                reply: serde_json::to_vec(&rejected(Rejection::invalid(failure.0))).ok(),
+                reply: serde_json::to_vec(&rejected(Rejection::invalid(failure.into_message())))
+                    .ok(),
             },
-            Err(Transient(reason)) => Disposition::Retry(reason),
+            Err(transient) => Disposition::Retry(transient.into_message()),
         }
     }
 }
