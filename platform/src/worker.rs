@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::consumer::{self, ConsumerOptions};
-use crate::bus::{Bus, Handler};
+use crate::bus::{Answer, Bus, Handler, Queries};
 
 /// Consumers and tasks of one service.
 pub struct Worker {
@@ -64,12 +64,12 @@ impl Worker {
         self.consume(queue, true, handler);
     }
 
-    /// Consumes the service's query queue with `handler`. Queries have no dead-letter
-    /// queue: a query that cannot be answered is answered with a rejection, and one nobody
-    /// took in time expires.
-    pub fn queries<H: Handler>(&mut self, handler: H) {
+    /// Answers the service's query queue with `answers` (decoding, replying and retrying
+    /// done by [`Queries`]). Queries have no dead-letter queue: a query that cannot be
+    /// answered is answered with a rejection, and one nobody took in time expires.
+    pub fn queries<A: Answer>(&mut self, answers: A) {
         let queue = self.bus.topology.query_queue(self.service);
-        self.consume(queue, false, handler);
+        self.consume(queue, false, Queries(answers));
     }
 
     /// Consumes `queue` with `handler`. `dead_letters` says whether the queue has a DLQ.

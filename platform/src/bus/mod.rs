@@ -10,6 +10,7 @@
 pub mod consumer;
 pub mod envelope;
 pub mod publisher;
+pub mod queries;
 pub mod topology;
 pub mod typed;
 
@@ -28,6 +29,7 @@ pub use consumer::{ConsumerOptions, DeadLetter, Disposition, Handler, Incoming};
 pub use publisher::{
     BlockState, Outgoing, PublishError, Publisher, Reply, ReplyError, ReplyWaiter,
 };
+pub use queries::{Answer, Queries, QueryFailure};
 pub use topology::Topology;
 pub use typed::{Encoded, decode};
 

@@ -77,6 +77,13 @@ impl Transient {
     }
 }
 
+impl crate::bus::QueryFailure for Transient {
+    /// Data PostgreSQL refuses will be refused on every retry.
+    fn is_permanent(&self) -> bool {
+        self.is_data_exception()
+    }
+}
+
 impl From<tokio_postgres::Error> for Transient {
     fn from(error: tokio_postgres::Error) -> Self {
         Self {

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use contracts::accounts::{AccountsQuery, Login, Revocations, RevokedUser};
 use contracts::{QueryReply, Rejection};
-use platform::bus::decode;
-use platform::bus::{Disposition, Handler, Incoming};
+use platform::bus::Answer;
 use platform::pg::Pool;
 use platform::pg::handle::{Transient, find_outcome};
 use serde::Serialize;
@@ -49,52 +48,6 @@ impl QueryHandler {
             outcome: outcome.to_owned(),
         };
         self.metrics.logins.get_or_create(&label).inc();
-    }
-
-    async fn answer(&self, query: AccountsQuery) -> Result<QueryReply, Transient> {
-        Ok(match query {
-            AccountsQuery::Login(login) => self.login(login).await?,
-            AccountsQuery::GetUser(user) => {
-                let client = self.pool.get().await?;
-                match store::get(&client, user.user_id).await? {
-                    Some(user) => ok(&user),
-                    None => rejected(Rejection::not_found(format!(
-                        "user {} does not exist",
-                        user.user_id
-                    ))),
-                }
-            }
-            AccountsQuery::Jwks(_) => QueryReply::Ok {
-                body: self.keys.jwks(),
-            },
-            AccountsQuery::Revocations(request) => {
-                let ttl = chrono::Duration::from_std(self.token_ttl)
-                    .unwrap_or_else(|_| chrono::Duration::hours(1));
-                // Tokens issued before a deletion live at most the token lifetime.
-                let oldest = chrono::Utc::now() - ttl - chrono::Duration::minutes(1);
-                let since = request.since.map_or(oldest, |s| s.max(oldest));
-                let client = self.pool.get().await?;
-                let (rows, as_of) = store::deleted_since(&client, since).await?;
-                ok(&Revocations {
-                    users: rows
-                        .into_iter()
-                        .map(|(user_id, deleted_at)| RevokedUser {
-                            user_id,
-                            deleted_at,
-                        })
-                        .collect(),
-                    as_of,
-                    token_ttl_secs: self.token_ttl.as_secs(),
-                })
-            }
-            AccountsQuery::GetOperation(op) => {
-                let client = self.pool.get().await?;
-                match find_outcome(&client, op.operation_id).await? {
-                    Some(outcome) => ok(&outcome),
-                    None => rejected(Rejection::not_found("no outcome yet")),
-                }
-            }
-        })
     }
 
     async fn login(&self, login: Login) -> Result<QueryReply, Transient> {
@@ -142,27 +95,53 @@ fn rejected(rejection: Rejection) -> QueryReply {
     QueryReply::Rejected { rejection }
 }
 
-impl Handler for QueryHandler {
-    async fn handle(&self, incoming: Incoming) -> Disposition {
-        let query = match decode::<AccountsQuery>(&incoming) {
-            Ok(query) => query,
-            Err(reason) => {
-                let reply = rejected(Rejection::invalid(reason.error));
-                return Disposition::Done {
-                    reply: serde_json::to_vec(&reply).ok(),
-                };
+impl Answer for QueryHandler {
+    type Query = AccountsQuery;
+    type Error = Transient;
+
+    async fn answer(&self, query: AccountsQuery) -> Result<QueryReply, Transient> {
+        Ok(match query {
+            AccountsQuery::Login(login) => self.login(login).await?,
+            AccountsQuery::GetUser(user) => {
+                let client = self.pool.get().await?;
+                match store::get(&client, user.user_id).await? {
+                    Some(user) => ok(&user),
+                    None => rejected(Rejection::not_found(format!(
+                        "user {} does not exist",
+                        user.user_id
+                    ))),
+                }
             }
-        };
-        match self.answer(query).await {
-            Ok(answer) => Disposition::Done {
-                reply: serde_json::to_vec(&answer).ok(),
+            AccountsQuery::Jwks(_) => QueryReply::Ok {
+                body: self.keys.jwks(),
             },
-            // Data PostgreSQL refuses will be refused on every retry: answer at once.
-            Err(failure) if failure.is_data_exception() => Disposition::Done {
-                reply: serde_json::to_vec(&rejected(Rejection::invalid(failure.into_message())))
-                    .ok(),
-            },
-            Err(transient) => Disposition::Retry(transient.into_message()),
-        }
+            AccountsQuery::Revocations(request) => {
+                let ttl = chrono::Duration::from_std(self.token_ttl)
+                    .unwrap_or_else(|_| chrono::Duration::hours(1));
+                // Tokens issued before a deletion live at most the token lifetime.
+                let oldest = chrono::Utc::now() - ttl - chrono::Duration::minutes(1);
+                let since = request.since.map_or(oldest, |s| s.max(oldest));
+                let client = self.pool.get().await?;
+                let (rows, as_of) = store::deleted_since(&client, since).await?;
+                ok(&Revocations {
+                    users: rows
+                        .into_iter()
+                        .map(|(user_id, deleted_at)| RevokedUser {
+                            user_id,
+                            deleted_at,
+                        })
+                        .collect(),
+                    as_of,
+                    token_ttl_secs: self.token_ttl.as_secs(),
+                })
+            }
+            AccountsQuery::GetOperation(op) => {
+                let client = self.pool.get().await?;
+                match find_outcome(&client, op.operation_id).await? {
+                    Some(outcome) => ok(&outcome),
+                    None => rejected(Rejection::not_found("no outcome yet")),
+                }
+            }
+        })
     }
 }

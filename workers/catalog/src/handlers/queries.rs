@@ -3,7 +3,7 @@
 use contracts::catalog::CatalogQuery;
 use contracts::common::{MAX_PAGE, PageRequest};
 use contracts::{QueryReply, Rejection};
-use platform::bus::{Disposition, Handler, Incoming};
+use platform::bus::Answer;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -19,6 +19,38 @@ impl QueryHandler {
     pub fn new(store: Store) -> Self {
         Self { store }
     }
+}
+
+fn ok<T: Serialize>(body: &T) -> QueryReply {
+    QueryReply::Ok {
+        body: serde_json::to_value(body).unwrap_or_default(),
+    }
+}
+
+fn missing(detail: String) -> QueryReply {
+    QueryReply::Rejected {
+        rejection: Rejection::not_found(detail),
+    }
+}
+
+fn parse_page(page: &PageRequest) -> Result<(u32, Option<Uuid>), Rejection> {
+    if !(1..=MAX_PAGE).contains(&page.limit) {
+        return Err(Rejection::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let cursor = match &page.cursor {
+        None => None,
+        Some(text) => {
+            Some(Uuid::parse_str(text).map_err(|_| Rejection::invalid("cursor is not valid"))?)
+        }
+    };
+    Ok((page.limit, cursor))
+}
+
+impl Answer for QueryHandler {
+    type Query = CatalogQuery;
+    type Error = StoreError;
 
     async fn answer(&self, query: CatalogQuery) -> Result<QueryReply, StoreError> {
         Ok(match query {
@@ -54,53 +86,5 @@ impl QueryHandler {
                 }
             }
         })
-    }
-}
-
-fn ok<T: Serialize>(body: &T) -> QueryReply {
-    QueryReply::Ok {
-        body: serde_json::to_value(body).unwrap_or_default(),
-    }
-}
-
-fn missing(detail: String) -> QueryReply {
-    QueryReply::Rejected {
-        rejection: Rejection::not_found(detail),
-    }
-}
-
-fn parse_page(page: &PageRequest) -> Result<(u32, Option<Uuid>), Rejection> {
-    if !(1..=MAX_PAGE).contains(&page.limit) {
-        return Err(Rejection::invalid(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let cursor = match &page.cursor {
-        None => None,
-        Some(text) => {
-            Some(Uuid::parse_str(text).map_err(|_| Rejection::invalid("cursor is not valid"))?)
-        }
-    };
-    Ok((page.limit, cursor))
-}
-
-impl Handler for QueryHandler {
-    async fn handle(&self, incoming: Incoming) -> Disposition {
-        let query: CatalogQuery = match serde_json::from_slice(&incoming.body) {
-            Ok(query) => query,
-            Err(error) => {
-                let rejection = Rejection::invalid(format!("undecodable query: {error}"));
-                let body = serde_json::to_vec(&QueryReply::Rejected { rejection }).ok();
-                return Disposition::Done { reply: body };
-            }
-        };
-        match self.answer(query).await {
-            Ok(answer) => Disposition::Done {
-                reply: serde_json::to_vec(&answer).ok(),
-            },
-            // Another try may still beat the caller's deadline; once it has passed, the
-            // query's per-message expiry drops it from the queue.
-            Err(error) => Disposition::Retry(error.to_string()),
-        }
     }
 }

@@ -167,3 +167,6 @@ pub(crate) fn version(document: &Document) -> i64 {
 pub(crate) fn is_deleted(document: &Document) -> bool {
     document.contains_key("deleted_at")
 }
+
+/// A failed read is worth another try within the caller's deadline.
+impl platform::bus::QueryFailure for StoreError {}

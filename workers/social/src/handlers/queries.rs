@@ -3,8 +3,7 @@
 use contracts::common::{MAX_PAGE, PageRequest};
 use contracts::social::SocialQuery;
 use contracts::{QueryReply, Rejection};
-use platform::bus::decode;
-use platform::bus::{Disposition, Handler, Incoming};
+use platform::bus::Answer;
 use platform::pg::Pool;
 use platform::pg::handle::{Transient, find_outcome};
 use serde::Serialize;
@@ -20,33 +19,6 @@ impl QueryHandler {
     /// A handler reading `pool`.
     pub fn new(pool: Pool) -> Self {
         Self { pool }
-    }
-
-    async fn answer(&self, query: SocialQuery) -> Result<QueryReply, Transient> {
-        let client = self.pool.get().await?;
-        Ok(match query {
-            SocialQuery::GetPost(post) => match store::get(&client, post.post_id).await? {
-                Some(found) => ok(&found),
-                None => rejected(Rejection::not_found(format!(
-                    "post {} does not exist",
-                    post.post_id
-                ))),
-            },
-            SocialQuery::UserTimeline(timeline) => match page(&timeline.page) {
-                Ok((limit, cursor)) => {
-                    ok(&store::timeline(&client, Some(timeline.user_id), limit, cursor).await?)
-                }
-                Err(rejection) => rejected(rejection),
-            },
-            SocialQuery::GlobalTimeline(request) => match page(&request) {
-                Ok((limit, cursor)) => ok(&store::timeline(&client, None, limit, cursor).await?),
-                Err(rejection) => rejected(rejection),
-            },
-            SocialQuery::GetOperation(op) => match find_outcome(&client, op.operation_id).await? {
-                Some(outcome) => ok(&outcome),
-                None => rejected(Rejection::not_found("no outcome yet")),
-            },
-        })
     }
 }
 
@@ -75,27 +47,34 @@ fn rejected(rejection: Rejection) -> QueryReply {
     QueryReply::Rejected { rejection }
 }
 
-impl Handler for QueryHandler {
-    async fn handle(&self, incoming: Incoming) -> Disposition {
-        let query = match decode::<SocialQuery>(&incoming) {
-            Ok(query) => query,
-            Err(reason) => {
-                let reply = rejected(Rejection::invalid(reason.error));
-                return Disposition::Done {
-                    reply: serde_json::to_vec(&reply).ok(),
-                };
-            }
-        };
-        match self.answer(query).await {
-            Ok(answer) => Disposition::Done {
-                reply: serde_json::to_vec(&answer).ok(),
+impl Answer for QueryHandler {
+    type Query = SocialQuery;
+    type Error = Transient;
+
+    async fn answer(&self, query: SocialQuery) -> Result<QueryReply, Transient> {
+        let client = self.pool.get().await?;
+        Ok(match query {
+            SocialQuery::GetPost(post) => match store::get(&client, post.post_id).await? {
+                Some(found) => ok(&found),
+                None => rejected(Rejection::not_found(format!(
+                    "post {} does not exist",
+                    post.post_id
+                ))),
             },
-            // Data PostgreSQL refuses will be refused on every retry: answer at once.
-            Err(failure) if failure.is_data_exception() => Disposition::Done {
-                reply: serde_json::to_vec(&rejected(Rejection::invalid(failure.into_message())))
-                    .ok(),
+            SocialQuery::UserTimeline(timeline) => match page(&timeline.page) {
+                Ok((limit, cursor)) => {
+                    ok(&store::timeline(&client, Some(timeline.user_id), limit, cursor).await?)
+                }
+                Err(rejection) => rejected(rejection),
             },
-            Err(transient) => Disposition::Retry(transient.into_message()),
-        }
+            SocialQuery::GlobalTimeline(request) => match page(&request) {
+                Ok((limit, cursor)) => ok(&store::timeline(&client, None, limit, cursor).await?),
+                Err(rejection) => rejected(rejection),
+            },
+            SocialQuery::GetOperation(op) => match find_outcome(&client, op.operation_id).await? {
+                Some(outcome) => ok(&outcome),
+                None => rejected(Rejection::not_found("no outcome yet")),
+            },
+        })
     }
 }
