@@ -308,7 +308,7 @@ impl Dispatcher {
         );
         stamp(&mut envelope, context);
         let attempt = self.attempt(service)?;
-        let exchange = self.bus.topology.commands_exchange();
+        let exchange = self.bus.topology().commands_exchange();
         let message = Outgoing {
             exchange: &exchange,
             routing_key: &routing_key,
@@ -320,7 +320,7 @@ impl Dispatcher {
         };
         let reply = self
             .bus
-            .publisher
+            .publisher()
             .request(message, self.query_timeout)
             .await;
         answer(service, attempt, reply)

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use platform::bus::Bus;
+use platform::cli::Service;
+use platform::config::{ConfigError, Source};
 use platform::healthz::{Health, Probe};
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +28,25 @@ pub struct Application {
 }
 
 impl Application {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "gateway";
+    const HEALTH_VARIABLE: &'static str = "HTTP_ADDR";
+    const HEALTH_PORT: u16 = 8080;
+    type Config = GatewayConfig;
+
+    fn config(source: &dyn Source) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::from_source(source)
+    }
+
     /// Connects to RabbitMQ, declares the exchanges and binds `http_addr` (port 0 picks
     /// a free port, for tests).
-    pub async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    async fn build(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let bus = Bus::connect(&config.bus, "gateway", true).await?;
         let ids = OperationIds::new(&config.operation_key).context("bad operation key")?;
         let services = [
@@ -36,7 +54,7 @@ impl Application {
             contracts::accounts::SERVICE,
             contracts::social::SERVICE,
         ];
-        let breakers = Breakers::new(config.breaker, Some(bus.metrics.clone()), &services);
+        let breakers = Breakers::new(config.breaker, Some(bus.metrics().clone()), &services);
         let dispatcher = Dispatcher::new(
             bus.clone(),
             ids,
@@ -76,7 +94,7 @@ impl Application {
             listener,
             routes::api(state),
             shutdown.clone(),
-            Some(bus.metrics.clone()),
+            Some(bus.metrics().clone()),
             config.http,
         );
         tracing::info!(%addr, prefix = %config.bus.prefix, "gateway listening");
@@ -89,14 +107,9 @@ impl Application {
         })
     }
 
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Serves until shutdown, then stops accepting, lets open requests finish within the
     /// grace period, and closes the broker connection.
-    pub async fn run_until_stopped(self) {
+    async fn run_until_stopped(self) -> anyhow::Result<()> {
         let mut server = self.server;
         tokio::select! {
             _ = &mut server => {}
@@ -111,6 +124,7 @@ impl Application {
         self.shutdown.cancel();
         self.bus.close().await;
         tracing::info!("gateway stopped");
+        Ok(())
     }
 }
 
@@ -152,27 +166,4 @@ fn gateway_health(
                 }
             }
         })
-}
-
-impl platform::cli::Service for Application {
-    const NAME: &'static str = "gateway";
-    const HEALTH_VARIABLE: &'static str = "HTTP_ADDR";
-    const HEALTH_DEFAULT: std::net::SocketAddr =
-        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
-    type Config = GatewayConfig;
-
-    fn config(
-        source: &dyn platform::config::Source,
-    ) -> Result<Self::Config, platform::config::ConfigError> {
-        GatewayConfig::from_source(source)
-    }
-
-    async fn build(config: Self::Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        Application::build(config, shutdown).await
-    }
-
-    async fn run_until_stopped(self) -> anyhow::Result<()> {
-        Application::run_until_stopped(self).await;
-        Ok(())
-    }
 }

@@ -21,9 +21,9 @@ pub trait Service: Sized {
     /// Name in logs, traces and error lines.
     const NAME: &'static str;
     /// The variable (without `SWITCHYARD_`) holding the address `healthcheck` asks.
-    const HEALTH_VARIABLE: &'static str;
-    /// That address when the variable is not set.
-    const HEALTH_DEFAULT: SocketAddr;
+    const HEALTH_VARIABLE: &'static str = "HEALTH_ADDR";
+    /// The port of that address on 127.0.0.1 when the variable is not set.
+    const HEALTH_PORT: u16;
     /// Its configuration.
     type Config;
 
@@ -64,7 +64,7 @@ where
 {
     let check: fn(&dyn Source) -> Result<(), ConfigError> = |source| S::config(source).map(drop);
     let (source, _telemetry) =
-        match start(S::NAME, S::HEALTH_VARIABLE, S::HEALTH_DEFAULT, check).await {
+        match start(S::NAME, S::HEALTH_VARIABLE, crate::health::local(S::HEALTH_PORT), check).await {
             Start::Run { source, telemetry } => (source, telemetry),
             Start::Exit(code) => return code,
         };

@@ -11,6 +11,12 @@ use warp::http::StatusCode;
 
 use crate::bus::Bus;
 
+/// `127.0.0.1:<port>`: where a service listens by default, so that nothing is exposed
+/// beyond the host unless its configuration says so.
+pub const fn local(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), port)
+}
+
 /// `<binary> healthcheck`: asks the service's own `/readyz` (at `SWITCHYARD_<variable>`, or
 /// `default`; an unspecified address means this host) and exits 0 when it answers 200, 1
 /// with one line otherwise. Bounded by `timeout`.

@@ -3,7 +3,7 @@
 //! Label values are always from small, fixed sets (route templates, queue names, routing
 //! keys, outcomes), never user input or ids, so the series count stays bounded.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -110,13 +110,6 @@ pub struct TransitionLabels {
     pub to: String,
 }
 
-/// A single `outcome` label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    /// `success` or `failure`.
-    pub outcome: String,
-}
-
 fn latency_histogram() -> Histogram {
     // 1 ms to 30 s, with 0.5 s as a boundary because the latency SLO is "under 500 ms".
     Histogram::new(LATENCY_BUCKETS.iter().copied())
@@ -127,9 +120,67 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// How `observability/metrics.txt` heads a service's own metrics: `# Business: <service>`.
+pub const BUSINESS_SECTION: &str = "# Business: ";
+
+/// The metric names `metrics_txt` (the text of `observability/metrics.txt`) lists as
+/// `service`'s own, from its `# Business: <service>` section up to the next heading.
+pub fn business_names<'a>(metrics_txt: &'a str, service: &str) -> Vec<&'a str> {
+    let heading = format!("{BUSINESS_SECTION}{service}");
+    metrics_txt
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !(l == &heading || l.starts_with(&format!("{heading} "))))
+        .skip(1)
+        .take_while(|l| !l.starts_with('#'))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Checks a service's exposition `text` against `metrics_txt`: every name it lists as the
+/// service's own is exported, and every `switchyard_` name exported is listed somewhere.
+/// (Labelled families show only once they have a series; give each one first.)
+pub fn check_listed(text: &str, metrics_txt: &str, service: &str) -> Result<(), String> {
+    let base = |name: &str| name.strip_suffix("_total").unwrap_or(name).to_owned();
+    let listed: Vec<String> = metrics_txt
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(base)
+        .collect();
+    let mut problems = Vec::new();
+    for name in business_names(metrics_txt, service) {
+        if !text.contains(&format!("# TYPE {} ", base(name))) {
+            problems.push(format!("{name} is listed for {service} but not exported"));
+        }
+    }
+    if business_names(metrics_txt, service).is_empty() {
+        problems.push(format!(
+            "metrics.txt has no section {BUSINESS_SECTION}{service}"
+        ));
+    }
+    for exported in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("switchyard_"))
+    {
+        if !listed.iter().any(|l| l == exported) {
+            problems.push(format!("{exported} is exported but not in metrics.txt"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// Every metric a service exposes.
 pub struct Metrics {
-    registry: Registry,
+    // Behind a lock only so services can add their own metrics after start-up; a scrape
+    // holds it for the encoding.
+    registry: Mutex<Registry>,
     /// HTTP requests by route, method and status class.
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request duration.
@@ -166,18 +217,6 @@ pub struct Metrics {
     pub circuit_breaker_state: Family<UpstreamLabel, Gauge>,
     /// Circuit breaker transitions, by service and the state entered.
     pub circuit_breaker_transitions: Family<TransitionLabels, Counter>,
-    /// Users registered.
-    pub registrations: Counter,
-    /// Logins by outcome.
-    pub logins: Family<OutcomeLabel, Counter>,
-    /// Courses created.
-    pub courses_created: Counter,
-    /// Courses assigned to teachers.
-    pub teachers_assigned: Counter,
-    /// Posts published.
-    pub posts: Counter,
-    /// Reposts.
-    pub reposts: Counter,
 }
 
 impl Metrics {
@@ -203,13 +242,7 @@ impl Metrics {
             broker_blocked: Gauge::default(),
             circuit_breaker_state: Family::default(),
             circuit_breaker_transitions: Family::default(),
-            registrations: Counter::default(),
-            logins: Family::default(),
-            courses_created: Counter::default(),
-            teachers_assigned: Counter::default(),
-            posts: Counter::default(),
-            reposts: Counter::default(),
-            registry: Registry::default(),
+            registry: Mutex::new(Registry::default()),
         };
         let r = &mut registry;
         r.register(
@@ -302,38 +335,31 @@ impl Metrics {
             "Circuit breaker transitions, by upstream service and the state entered",
             metrics.circuit_breaker_transitions.clone(),
         );
-        r.register(
-            "switchyard_registrations",
-            "Users registered",
-            metrics.registrations.clone(),
-        );
-        r.register(
-            "switchyard_logins",
-            "Logins, by outcome",
-            metrics.logins.clone(),
-        );
-        r.register(
-            "switchyard_courses_created",
-            "Courses created",
-            metrics.courses_created.clone(),
-        );
-        r.register(
-            "switchyard_teachers_assigned",
-            "Courses assigned to teachers",
-            metrics.teachers_assigned.clone(),
-        );
-        r.register("switchyard_posts", "Posts published", metrics.posts.clone());
-        r.register("switchyard_reposts", "Reposts", metrics.reposts.clone());
         Arc::new(Self {
-            registry,
+            registry: Mutex::new(registry),
             ..metrics
         })
     }
 
+    /// Registers one of the service's own metrics (its business counters) next to the
+    /// platform's, so it shows on the same `/metrics`. `name` starts with `switchyard_` and
+    /// is listed in `observability/metrics.txt` under the service's business section.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        registry.register(name, help, metric);
+    }
+
     /// The exposition text.
     pub fn encode(&self) -> String {
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             text.clear();
         }
         text
@@ -520,7 +546,9 @@ mod tests {
     fn counters_show_up_in_the_exposition_with_their_conventional_names() {
         let metrics = Metrics::new();
         metrics.observe_http("/v1/courses", "POST", 202, Duration::from_millis(3));
-        metrics.posts.inc();
+        let posts = Counter::<u64>::default();
+        metrics.register("switchyard_posts", "Posts published", posts.clone());
+        posts.inc();
         let text = metrics.encode();
         assert!(text.contains("switchyard_http_requests_total{route=\"/v1/courses\",method=\"POST\",status_class=\"2xx\"} 1"), "{text}");
         assert!(text.contains("switchyard_http_request_duration_seconds_bucket"));
@@ -569,20 +597,10 @@ mod tests {
                 message_type: label("t"),
             })
             .observe(0.1);
-        metrics
-            .logins
-            .get_or_create(&OutcomeLabel {
-                outcome: label("success"),
-            })
-            .inc();
         metrics.observe_refused_connection("overall");
         metrics.observe_breaker("catalog", 1, "open");
         let text = metrics.encode();
-        for name in listed
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
+        for name in platform_names(listed) {
             // Counters are declared without `_total` in the TYPE line.
             let base = name.strip_suffix("_total").unwrap_or(name);
             assert!(
@@ -590,6 +608,16 @@ mod tests {
                 "{name} is listed but not exported:\n{text}"
             );
         }
+    }
+
+    /// The names `metrics.txt` lists before the business sections, which each service
+    /// checks itself.
+    fn platform_names(listed: &str) -> impl Iterator<Item = &str> {
+        listed
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with(BUSINESS_SECTION))
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
     }
 
     #[test]

@@ -1,27 +1,78 @@
 //! The runtime of a worker service: its consumers and background tasks, run together
 //! until shutdown, then drained.
 //!
-//! A service registers its handlers explicitly at startup and calls
-//! [`Worker::run_until_stopped`]. Consumers ride out broker outages themselves (they
+//! A service starts one with [`Worker::start`] — which connects to the broker, declares the
+//! service's queues from its message types and serves its health endpoint, all from the
+//! [`WorkerSettings`] every worker's configuration embeds — registers its handlers and
+//! calls [`Worker::run_until_stopped`]. Consumers ride out broker outages themselves (they
 //! resubscribe once the bus has reconnected); should one fail outright all the others
 //! are stopped too and the error is returned: a half-alive worker is worse than a restart
 //! by the supervisor.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::actor::ActorKey;
 use crate::bus::consumer::{self, ConsumerOptions};
 use crate::bus::{Answer, Bus, Handler, Queries};
+use crate::config::{BusConfig, ConfigError, Source, millis_or, parse_or};
+use crate::healthz::{Health, HealthConfig};
+
+/// The settings every worker has, whatever it stores: embedded in each service's
+/// configuration so that the variables mean the same everywhere.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Broker settings.
+    pub bus: BusConfig,
+    /// Verifies the actor the gateway signed into every command.
+    pub actor_key: ActorKey,
+    /// Where `/livez`, `/readyz`, `/healthz` and `/metrics` listen (`HEALTH_ADDR`).
+    pub health_addr: SocketAddr,
+    /// Bounds and thresholds of `/healthz`.
+    pub health: HealthConfig,
+    /// How long in-flight messages may finish after SIGTERM (`GRACE_MS`).
+    pub grace: Duration,
+    /// Outbox relay sweep interval (`RELAY_INTERVAL_MS`; the relay is also woken after
+    /// every commit).
+    pub relay_interval: Duration,
+}
+
+impl WorkerSettings {
+    /// Reads `HEALTH_ADDR` (default `127.0.0.1:<health_port>`), `GRACE_MS`,
+    /// `RELAY_INTERVAL_MS`, the health thresholds, the actor key and the bus variables.
+    pub fn from_source(source: &dyn Source, health_port: u16) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bus: BusConfig::from_source(source)?,
+            actor_key: ActorKey::from_source(source)?,
+            health_addr: parse_or(
+                source,
+                "HEALTH_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], health_port)),
+            )?,
+            health: HealthConfig::from_source(source)?,
+            grace: millis_or(source, "GRACE_MS", Duration::from_secs(10), 0..=300_000)?,
+            relay_interval: millis_or(
+                source,
+                "RELAY_INTERVAL_MS",
+                Duration::from_secs(1),
+                10..=60_000,
+            )?,
+        })
+    }
+}
 
 /// Consumers and tasks of one service.
 pub struct Worker {
     bus: Bus,
     service: &'static str,
     grace: Duration,
+    health_addr: SocketAddr,
     work: CancellationToken,
     background_stop: CancellationToken,
     shutdown: CancellationToken,
@@ -30,37 +81,64 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The worker of `service` on `bus`; `shutdown` stops it; in-flight messages get
-    /// `grace` to finish.
-    pub fn new(
-        bus: Bus,
-        service: &'static str,
-        grace: Duration,
+    /// Starts the worker of the service that owns commands `C` and queries `Q` and
+    /// subscribes to `events`: connects to the broker, declares its queues (before any
+    /// consumer runs, so nothing published meanwhile is unroutable) and serves its health
+    /// endpoint with the broker and outbox probes plus those `probes` adds (its database).
+    /// `shutdown` stops it; in-flight messages get `settings.grace` to finish.
+    pub async fn start<C: contracts::Message, Q: contracts::Message>(
+        settings: &WorkerSettings,
+        events: &[&str],
+        probes: impl FnOnce(Health) -> Health,
         shutdown: CancellationToken,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let service = C::SERVICE;
+        let bus = Bus::connect(&settings.bus, service, false).await?;
+        bus.declare_messages::<C, Q>(events).await?;
+        let health = probes(
+            Health::new(settings.health)
+                .with_broker(&bus)
+                .with_outbox(bus.metrics().clone()),
+        );
+        let (health_addr, _health) =
+            crate::health::serve(settings.health_addr, bus.clone(), health, shutdown.clone())
+                .await
+                .context("cannot bind the health endpoint")?;
+        tracing::info!(%health_addr, prefix = %settings.bus.prefix, "{service} ready");
+        Ok(Self {
             bus,
             service,
-            grace,
+            grace: settings.grace,
+            health_addr,
             work: shutdown.child_token(),
             background_stop: CancellationToken::new(),
             shutdown,
             consumers: JoinSet::new(),
             background: JoinSet::new(),
-        }
+        })
+    }
+
+    /// The broker connection, for handlers that publish.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Where the health endpoint answers.
+    pub fn health_addr(&self) -> SocketAddr {
+        self.health_addr
     }
 
     /// Consumes the service's command queue with `handler`; what cannot be handled is
     /// dead-lettered.
     pub fn commands<H: Handler>(&mut self, handler: H) {
-        let queue = self.bus.topology.command_queue(self.service);
+        let queue = self.bus.topology().command_queue(self.service);
         self.consume(queue, true, handler);
     }
 
     /// Consumes the service's event queue (the events it subscribed to when it declared
     /// its queues) with `handler`; what cannot be handled is dead-lettered.
     pub fn events<H: Handler>(&mut self, handler: H) {
-        let queue = self.bus.topology.event_queue(self.service);
+        let queue = self.bus.topology().event_queue(self.service);
         self.consume(queue, true, handler);
     }
 
@@ -68,7 +146,7 @@ impl Worker {
     /// done by [`Queries`]). Queries have no dead-letter queue: a query that cannot be
     /// answered is answered with a rejection, and one nobody took in time expires.
     pub fn queries<A: Answer>(&mut self, answers: A) {
-        let queue = self.bus.topology.query_queue(self.service);
+        let queue = self.bus.topology().query_queue(self.service);
         self.consume(queue, false, Queries(answers));
     }
 
@@ -116,6 +194,7 @@ impl Worker {
         while self.background.join_next().await.is_some() {}
         self.shutdown.cancel();
         self.bus.close().await;
+        tracing::info!("{} stopped", self.service);
         result
     }
 }

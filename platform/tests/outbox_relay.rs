@@ -89,7 +89,7 @@ async fn a_relay_killed_mid_batch_and_restarted_publishes_every_committed_event(
     channel
         .queue_bind(
             queue.as_str().into(),
-            bus.topology.events_exchange().into(),
+            bus.topology().events_exchange().into(),
             "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -202,9 +202,9 @@ async fn a_relay_killed_mid_batch_and_restarted_publishes_every_committed_event(
     let _ = connection.close(200, "done".into()).await;
     pool.close();
     let exchanges = [
-        bus.topology.commands_exchange(),
-        bus.topology.events_exchange(),
-        bus.topology.dead_letter_exchange(),
+        bus.topology().commands_exchange(),
+        bus.topology().events_exchange(),
+        bus.topology().dead_letter_exchange(),
     ];
     let cleanup = lapin::Connection::connect(
         &env(

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use platform::cli::Service as _;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -312,7 +313,9 @@ pub async fn spawn_configured(
             let bus = platform::bus::Bus::connect(&config, "test-declare", false)
                 .await
                 .expect("bus");
-            catalog::startup::declare(&bus).await.expect("declare");
+            bus.declare_messages::<contracts::catalog::CatalogCommand, contracts::catalog::CatalogQuery>(
+                &catalog::handlers::events::SUBSCRIPTIONS,
+            ).await.expect("declare");
             bus.close().await;
         }
         Workers::Absent => {}

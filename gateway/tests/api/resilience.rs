@@ -579,7 +579,7 @@ async fn ask(
     let envelope = Envelope::new(query.routing_key(), 1, uuid::Uuid::now_v7());
     let body = serde_json::to_vec(query).unwrap();
     let reply = bus
-        .publisher
+        .publisher()
         .request(
             platform::bus::Outgoing {
                 exchange,
@@ -612,7 +612,7 @@ async fn a_query_postgresql_refuses_is_answered_as_invalid_at_once() {
     let bus = platform::bus::Bus::connect(&config, "test-client", true)
         .await
         .unwrap();
-    let exchange = bus.topology.commands_exchange();
+    let exchange = bus.topology().commands_exchange();
     // Seal the credentials as the gateway would: to accounts' login key from its JWKS.
     let jwks = ask(
         &bus,

@@ -24,7 +24,11 @@ async fn sigterm_stops_intake_finishes_open_requests_and_exits_zero() {
     let bus = platform::bus::Bus::connect(&config, "test-declare", false)
         .await
         .unwrap();
-    catalog::startup::declare(&bus).await.unwrap();
+    bus.declare_messages::<contracts::catalog::CatalogCommand, contracts::catalog::CatalogQuery>(
+        &catalog::handlers::events::SUBSCRIPTIONS,
+    )
+    .await
+    .unwrap();
     bus.close().await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")

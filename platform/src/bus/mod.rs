@@ -52,14 +52,10 @@ const RECONNECT_BASE: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct Bus {
     link: Arc<Link>,
-    /// Exchange and queue names.
-    pub topology: Topology,
-    /// Shared confirmed publisher.
-    pub publisher: Publisher,
-    /// The settings it was built with.
-    pub config: BusConfig,
-    /// The service's metrics (the bus is the one thing every service has).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    topology: Topology,
+    publisher: Publisher,
+    config: BusConfig,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The connection as it stands, and what must be re-declared on a new one.
@@ -146,6 +142,26 @@ struct ServiceQueues {
 }
 
 impl Bus {
+    /// Exchange and queue names.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The shared confirmed publisher.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// The settings it was built with.
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// The service's metrics (the bus is the one thing every service has).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
     /// Connects (retrying for up to `config.connect_timeout`), declares the exchanges,
     /// opens the publishing channels and starts the supervisor that reconnects whenever
     /// the connection drops. `with_replies` makes the publishing channels also receive

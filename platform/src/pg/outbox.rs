@@ -121,7 +121,7 @@ impl Relay {
 
     /// The service's metrics.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.bus.metrics
+        self.bus.metrics()
     }
 
     /// Updates the backlog gauges: events waiting, and the age of the oldest.
@@ -134,8 +134,8 @@ impl Relay {
             )
             .await?;
         let (count, age): (i64, f64) = (row.get(0), row.get(1));
-        self.bus.metrics.outbox_backlog.set(count);
-        self.bus.metrics.outbox_oldest_age.set(age);
+        self.bus.metrics().outbox_backlog.set(count);
+        self.bus.metrics().outbox_oldest_age.set(age);
         Ok(())
     }
 
@@ -154,7 +154,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let exchange = self.bus.topology.events_exchange();
+        let exchange = self.bus.topology().events_exchange();
         let publishes = rows.iter().map(|row| {
             let seq: i64 = row.get(0);
             let routing_key: String = row.get(1);
@@ -173,7 +173,7 @@ impl Relay {
                 crate::telemetry::continue_trace(&span, envelope.traceparent.as_deref());
                 let result = self
                     .bus
-                    .publisher
+                    .publisher()
                     .publish(Outgoing {
                         exchange: &exchange,
                         routing_key: &routing_key,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod handlers;
 pub mod keys;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod vault;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod handlers;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 

@@ -10,6 +10,7 @@ use platform::pg::{Pool, Transaction};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::metrics::AccountsMetrics;
 use crate::store;
 use platform::password;
 
@@ -18,16 +19,24 @@ pub struct CommandHandler {
     pool: Pool,
     relay: Relay,
     actors: platform::actor::ActorKey,
+    metrics: AccountsMetrics,
 }
 
 impl CommandHandler {
-    /// A handler on `pool` that wakes `relay` after each commit and accepts only actors
-    /// vouched for with `actors` (their role is then read from this service's own users).
-    pub fn new(pool: Pool, relay: Relay, actors: platform::actor::ActorKey) -> Self {
+    /// A handler on `pool` that wakes `relay` after each commit, accepts only actors
+    /// vouched for with `actors` (their role is then read from this service's own users)
+    /// and counts registrations in `metrics`.
+    pub fn new(
+        pool: Pool,
+        relay: Relay,
+        actors: platform::actor::ActorKey,
+        metrics: AccountsMetrics,
+    ) -> Self {
         Self {
             pool,
             relay,
             actors,
+            metrics,
         }
     }
 }
@@ -49,7 +58,7 @@ impl Handler for CommandHandler {
             request_id = envelope.request_id.as_deref().unwrap_or(""),
         );
         let context = envelope.clone();
-        let metrics = self.relay.metrics().clone();
+        let metrics = self.metrics.clone();
         handle::command(&self.pool, &self.relay, &envelope, move |tx| {
             Box::pin(async move {
                 match command {

@@ -11,6 +11,7 @@ use platform::pg::handle::{Transient, find_outcome};
 use serde::Serialize;
 
 use crate::keys::KeyRing;
+use crate::metrics::AccountsMetrics;
 use crate::store;
 use platform::password;
 
@@ -22,7 +23,7 @@ pub struct QueryHandler {
     /// A hash checked when the e-mail is unknown, so a failed login takes as long
     /// whether or not the address exists.
     decoy_hash: Arc<String>,
-    metrics: Arc<platform::metrics::Metrics>,
+    metrics: AccountsMetrics,
 }
 
 impl QueryHandler {
@@ -32,7 +33,7 @@ impl QueryHandler {
         keys: Arc<KeyRing>,
         token_ttl: Duration,
         decoy_hash: String,
-        metrics: Arc<platform::metrics::Metrics>,
+        metrics: AccountsMetrics,
     ) -> Self {
         Self {
             pool,
@@ -43,11 +44,8 @@ impl QueryHandler {
         }
     }
 
-    fn count_login(&self, outcome: &str) {
-        let label = platform::metrics::OutcomeLabel {
-            outcome: outcome.to_owned(),
-        };
-        self.metrics.logins.get_or_create(&label).inc();
+    fn count_login(&self, outcome: &'static str) {
+        self.metrics.login(outcome);
     }
 
     async fn login(&self, login: Login) -> Result<QueryReply, Transient> {

@@ -8,6 +8,7 @@ use platform::bus::decode;
 use platform::bus::{Bus, Disposition, Handler, Incoming};
 use tracing::Instrument as _;
 
+use crate::metrics::CatalogMetrics;
 use crate::store::operations::Claim;
 use crate::store::{Effect, Store, StoreError, courses, operations, outbox, teachers};
 
@@ -16,6 +17,7 @@ pub struct CommandHandler {
     store: Store,
     bus: Bus,
     actors: platform::actor::ActorKey,
+    metrics: CatalogMetrics,
 }
 
 /// Roles that may change the catalog (the gateway checks the same; this is the second
@@ -23,10 +25,20 @@ pub struct CommandHandler {
 const CATALOG_ROLES: [&str; 2] = ["admin", "teacher"];
 
 impl CommandHandler {
-    /// A handler over `store` that publishes events on `bus` and accepts only actors
-    /// vouched for with `actors`.
-    pub fn new(store: Store, bus: Bus, actors: platform::actor::ActorKey) -> Self {
-        Self { store, bus, actors }
+    /// A handler over `store` that publishes events on `bus`, accepts only actors vouched
+    /// for with `actors` and counts what it applies in `metrics`.
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        actors: platform::actor::ActorKey,
+        metrics: CatalogMetrics,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            actors,
+            metrics,
+        }
     }
 
     async fn apply(
@@ -111,7 +123,7 @@ impl CommandHandler {
         let fingerprint = incoming.envelope.request_fingerprint.as_deref();
         match operations::claim(&self.store, operation_id, &digest, fingerprint).await {
             Ok(Claim::Recorded(outcome)) => {
-                self.bus.metrics.inbox_duplicates.inc();
+                self.bus.metrics().inbox_duplicates.inc();
                 tracing::info!("duplicate command, answering with the recorded outcome");
                 return reply(&outcome);
             }
@@ -170,7 +182,7 @@ impl CommandHandler {
         );
         let effect = self.apply(&incoming, &command).instrument(span).await;
         self.bus
-            .metrics
+            .metrics()
             .observe_db("command_mongodb", started.elapsed());
         let effect = match effect {
             Ok(effect) => effect,
@@ -183,8 +195,8 @@ impl CommandHandler {
         };
         if applied {
             match command {
-                CatalogCommand::CreateCourse(_) => self.bus.metrics.courses_created.inc(),
-                CatalogCommand::AssignCourse(_) => self.bus.metrics.teachers_assigned.inc(),
+                CatalogCommand::CreateCourse(_) => self.metrics.courses_created.inc(),
+                CatalogCommand::AssignCourse(_) => self.metrics.teachers_assigned.inc(),
                 _ => 0,
             };
             self.flush(&command).await;

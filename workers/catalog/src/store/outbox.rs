@@ -97,7 +97,7 @@ pub async fn flush_document(
             .collect(),
         Err(_) => Vec::new(),
     };
-    let exchange = bus.topology.events_exchange();
+    let exchange = bus.topology().events_exchange();
     for entry in &entries {
         let Some(envelope) = entry.envelope() else {
             tracing::error!(event_id = %entry.id, "outbox entry with malformed ids skipped");
@@ -106,7 +106,7 @@ pub async fn flush_document(
         // The event continues the trace of the change that committed it.
         let span = tracing::info_span!("outbox relay", otel.kind = "internal");
         platform::telemetry::continue_trace(&span, envelope.traceparent.as_deref());
-        bus.publisher
+        bus.publisher()
             .publish(Outgoing {
                 exchange: &exchange,
                 routing_key: &entry.routing_key,
@@ -185,11 +185,11 @@ async fn measure_backlog(bus: &Bus, store: &Store) -> Result<(), StoreError> {
             oldest = Some(oldest.map_or(changed, |o| o.min(changed)));
         }
     }
-    bus.metrics
+    bus.metrics()
         .outbox_backlog
         .set(i64::try_from(pending).unwrap_or(i64::MAX));
     let age = oldest.map_or(0.0, |changed| (now_ms() - changed).max(0) as f64 / 1000.0);
-    bus.metrics.outbox_oldest_age.set(age);
+    bus.metrics().outbox_oldest_age.set(age);
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use platform::pg::{Pool, Transaction};
 use tracing::Instrument as _;
 
 use super::{actor, emit};
+use crate::metrics::SocialMetrics;
 use crate::store;
 
 /// Handles the social command queue.
@@ -17,16 +18,23 @@ pub struct CommandHandler {
     pool: Pool,
     relay: Relay,
     actors: platform::actor::ActorKey,
+    metrics: SocialMetrics,
 }
 
 impl CommandHandler {
-    /// A handler on `pool` that wakes `relay` after each commit and accepts only actors
-    /// vouched for with `actors`.
-    pub fn new(pool: Pool, relay: Relay, actors: platform::actor::ActorKey) -> Self {
+    /// A handler on `pool` that wakes `relay` after each commit, accepts only actors
+    /// vouched for with `actors` and counts what it applies in `metrics`.
+    pub fn new(
+        pool: Pool,
+        relay: Relay,
+        actors: platform::actor::ActorKey,
+        metrics: SocialMetrics,
+    ) -> Self {
         Self {
             pool,
             relay,
             actors,
+            metrics,
         }
     }
 }
@@ -48,7 +56,7 @@ impl Handler for CommandHandler {
             request_id = envelope.request_id.as_deref().unwrap_or(""),
         );
         let context = envelope.clone();
-        let metrics = self.relay.metrics().clone();
+        let metrics = self.metrics.clone();
         handle::command(&self.pool, &self.relay, &envelope, move |tx| {
             Box::pin(async move {
                 if let Err(detail) = command.validate() {
