@@ -63,11 +63,17 @@ where
     Fut: Future<Output = ExitCode>,
 {
     let check: fn(&dyn Source) -> Result<(), ConfigError> = |source| S::config(source).map(drop);
-    let (source, _telemetry) =
-        match start(S::NAME, S::HEALTH_VARIABLE, crate::health::local(S::HEALTH_PORT), check).await {
-            Start::Run { source, telemetry } => (source, telemetry),
-            Start::Exit(code) => return code,
-        };
+    let (source, _telemetry) = match start(
+        S::NAME,
+        S::HEALTH_VARIABLE,
+        crate::health::local(S::HEALTH_PORT),
+        check,
+    )
+    .await
+    {
+        Start::Run { source, telemetry } => (source, telemetry),
+        Start::Exit(code) => return code,
+    };
     let config = match S::config(&source) {
         Ok(config) => config,
         Err(error) => {

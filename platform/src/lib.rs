@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod effect;
 pub mod health;
 pub mod healthz;
 pub mod http;

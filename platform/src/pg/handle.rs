@@ -1,7 +1,7 @@
 //! Exactly-once handling for PostgreSQL services: inbox claim, outcome record and the
 //! transaction around a command or event handler.
 
-use contracts::{Envelope, Outcome, OutcomeStatus, Rejection};
+use contracts::{Envelope, Outcome, OutcomeStatus};
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
@@ -11,14 +11,9 @@ use super::outbox::Relay;
 use super::{GenericClient, Pool, Transaction};
 use crate::bus::Disposition;
 
-/// What a handler did inside its transaction.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Applied; the resource as it now stands, if there is one to show.
-    Applied(Option<Value>),
-    /// Refused by a business rule; the transaction's writes (if any) are rolled back.
-    Rejected(Rejection),
-}
+/// What a handler did inside its transaction; on [`Effect::Rejected`] the transaction's
+/// writes (if any) are rolled back.
+pub use crate::effect::Effect;
 
 /// A handler failure that a retry may cure (the database is away, a serialisation
 /// conflict…). Rule violations are [`Effect::Rejected`], not errors.

@@ -149,7 +149,7 @@ async fn register_user(
     }
     emit(tx, envelope, &AccountsEvent::UserRegistered(user.clone())).await?;
     tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
-    Ok(Effect::Applied(serde_json::to_value(&user).ok()))
+    Ok(Effect::applied(&user))
 }
 
 async fn delete_user(

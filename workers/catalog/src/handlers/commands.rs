@@ -10,7 +10,10 @@ use tracing::Instrument as _;
 
 use crate::metrics::CatalogMetrics;
 use crate::store::operations::Claim;
-use crate::store::{Effect, Store, StoreError, courses, operations, outbox, teachers};
+use platform::effect::Effect;
+
+use super::{courses, teachers};
+use crate::store::{Store, StoreError, operations, outbox};
 
 /// Handles the catalog command queue.
 pub struct CommandHandler {
@@ -65,13 +68,13 @@ impl CommandHandler {
     /// failure here is harmless, the relay retries.
     async fn flush(&self, command: &CatalogCommand) {
         let (collection, id) = match command {
-            CatalogCommand::CreateCourse(c) => (&self.store.courses, c.course_id),
-            CatalogCommand::UpdateCourse(c) => (&self.store.courses, c.course_id),
-            CatalogCommand::DeleteCourse(c) => (&self.store.courses, c.course_id),
-            CatalogCommand::CreateTeacher(c) => (&self.store.teachers, c.teacher_id),
-            CatalogCommand::DeleteTeacher(c) => (&self.store.teachers, c.teacher_id),
+            CatalogCommand::CreateCourse(c) => (self.store.courses.collection(), c.course_id),
+            CatalogCommand::UpdateCourse(c) => (self.store.courses.collection(), c.course_id),
+            CatalogCommand::DeleteCourse(c) => (self.store.courses.collection(), c.course_id),
+            CatalogCommand::CreateTeacher(c) => (self.store.teachers.collection(), c.teacher_id),
+            CatalogCommand::DeleteTeacher(c) => (self.store.teachers.collection(), c.teacher_id),
             CatalogCommand::AssignCourse(c) | CatalogCommand::UnassignCourse(c) => {
-                (&self.store.teachers, c.teacher_id)
+                (self.store.teachers.collection(), c.teacher_id)
             }
         };
         let found = collection.find_one(doc! {"_id": id.to_string()}).await;

@@ -9,7 +9,10 @@ use tracing::Instrument as _;
 
 use contracts::Rejection;
 
-use crate::store::{Effect, Store, StoreError, teachers};
+use platform::effect::Effect;
+
+use super::teachers;
+use crate::store::{Store, StoreError};
 
 /// The events the catalog subscribes to.
 pub const SUBSCRIPTIONS: [&str; 2] = [

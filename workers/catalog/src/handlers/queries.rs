@@ -7,7 +7,7 @@ use platform::bus::Answer;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::store::{Store, StoreError, courses, operations, teachers};
+use crate::store::{Store, StoreError, operations};
 
 /// Handles the catalog query queue.
 pub struct QueryHandler {
@@ -55,28 +55,23 @@ impl Answer for QueryHandler {
     async fn answer(&self, query: CatalogQuery) -> Result<QueryReply, StoreError> {
         Ok(match query {
             CatalogQuery::ListCourses(page) => match parse_page(&page) {
-                Ok((limit, cursor)) => ok(&courses::list(&self.store, limit, cursor).await?),
+                Ok((limit, cursor)) => ok(&self.store.courses.page(limit, cursor).await?),
                 Err(rejection) => QueryReply::Rejected { rejection },
             },
-            CatalogQuery::GetCourse(r) => match courses::get(&self.store, r.course_id).await? {
+            CatalogQuery::GetCourse(r) => match self.store.courses.get(r.course_id).await? {
                 Some(course) => ok(&course),
                 None => missing(format!("course {} does not exist", r.course_id)),
             },
             CatalogQuery::ListTeachers(page) => match parse_page(&page) {
-                Ok((limit, cursor)) => ok(&teachers::list(&self.store, limit, cursor).await?),
+                Ok((limit, cursor)) => ok(&self.store.teachers.page(limit, cursor).await?),
                 Err(rejection) => QueryReply::Rejected { rejection },
             },
-            CatalogQuery::GetTeacher(r) => match teachers::get(&self.store, r.teacher_id).await? {
+            CatalogQuery::GetTeacher(r) => match self.store.teachers.get(r.teacher_id).await? {
                 Some(teacher) => ok(&teacher),
                 None => missing(format!("teacher {} does not exist", r.teacher_id)),
             },
-            CatalogQuery::TeacherCourses(r) => match teachers::get(&self.store, r.teacher_id)
-                .await?
-            {
-                Some(teacher) => {
-                    let ids: Vec<String> = teacher.course_ids.iter().map(Uuid::to_string).collect();
-                    ok(&courses::many(&self.store, &ids).await?)
-                }
+            CatalogQuery::TeacherCourses(r) => match self.store.teachers.get(r.teacher_id).await? {
+                Some(teacher) => ok(&self.store.courses.many(&teacher.course_ids).await?),
                 None => missing(format!("teacher {} does not exist", r.teacher_id)),
             },
             CatalogQuery::GetOperation(r) => {

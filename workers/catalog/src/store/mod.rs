@@ -4,21 +4,24 @@
 //! in the document's `applied` list and appends the events it causes to the document's
 //! `outbox`. Updates are guarded by the document's `version` (optimistic concurrency), so
 //! a redelivered command either finds its id in `applied` or re-reads and re-decides;
-//! it can never apply twice. Steps that touch other documents (pulling a deleted course
+//! it can never apply twice. [`document`] implements that protocol once, for any
+//! [`document::Record`]. Steps that touch other documents (pulling a deleted course
 //! from every teacher) are idempotent by nature and are simply redone on redelivery.
 //! After the effect, the outcome is written to `operations` (first write wins), and only
 //! then is the message acknowledged.
 
 pub mod courses;
+pub mod document;
 pub mod operations;
 pub mod outbox;
 pub mod teachers;
 
-use contracts::Rejection;
+use contracts::catalog::{Course, Teacher};
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
-use serde_json::Value;
+
+use document::Records;
 
 /// How many operation ids a document remembers; the `operations` collection is the
 /// primary duplicate check, this list only covers a crash between effect and outcome.
@@ -41,15 +44,9 @@ pub enum StoreError {
     /// Concurrent writers kept winning the race.
     #[error("too much contention on {0}")]
     Contention(String),
-}
-
-/// What a command did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Applied (now or by an earlier delivery); the resource as it stands, if any.
-    Applied(Option<Value>),
-    /// Refused by a business rule; nothing changed.
-    Rejected(Rejection),
+    /// A stored record (or outcome) does not have its shape.
+    #[error("malformed {0}")]
+    Malformed(String),
 }
 
 /// The catalog's collections.
@@ -58,9 +55,9 @@ pub struct Store {
     /// The database.
     pub db: Database,
     /// Courses (tombstoned on delete so the delete's event has a home).
-    pub courses: Collection<Document>,
+    pub courses: Records<Course>,
     /// Teachers, each with the ids of the courses they give.
-    pub teachers: Collection<Document>,
+    pub teachers: Records<Teacher>,
     /// Outcomes of handled operations, keyed by operation id.
     pub operations: Collection<Document>,
     /// Ids of deleted users: a deletion wins over whatever about that user arrives later.
@@ -73,8 +70,8 @@ impl Store {
         let client = Client::with_uri_str(url).await?;
         let db = client.database(database);
         let store = Self {
-            courses: db.collection("courses"),
-            teachers: db.collection("teachers"),
+            courses: Records::new(db.collection("courses")),
+            teachers: Records::new(db.collection("teachers")),
             operations: db.collection("operations"),
             deleted_users: db.collection("deleted_users"),
             db,
@@ -82,6 +79,7 @@ impl Store {
         let unique = IndexOptions::builder().unique(true).build();
         store
             .courses
+            .collection()
             .create_index(
                 IndexModel::builder()
                     .keys(doc! {"code": 1})
@@ -91,6 +89,7 @@ impl Store {
             .await?;
         store
             .teachers
+            .collection()
             .create_index(
                 IndexModel::builder()
                     .keys(doc! {"email": 1})
@@ -140,27 +139,6 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
             .is_some_and(|w| w.iter().any(|e| e.code == 11000)),
         _ => false,
     }
-}
-
-/// Reads a string array field, tolerating its absence.
-pub(crate) fn strings(document: &Document, field: &str) -> Vec<String> {
-    document
-        .get_array(field)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|b| b.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The document's version, for optimistic updates.
-pub(crate) fn version(document: &Document) -> i64 {
-    document
-        .get_i64("version")
-        .or_else(|_| document.get_i32("version").map(i64::from))
-        .unwrap_or(0)
 }
 
 /// Whether the document is a tombstone.

@@ -9,7 +9,9 @@ use contracts::{Outcome, OutcomeStatus};
 use mongodb::bson::{Bson, Document, doc};
 use uuid::Uuid;
 
-use super::{Effect, Store, StoreError};
+use platform::effect::Effect;
+
+use super::{Store, StoreError};
 
 /// The recorded outcome of `operation_id`, if it was handled (a claim without an outcome
 /// is still in flight, or its worker died before recording).
@@ -106,8 +108,7 @@ fn decode(document: &Document) -> Result<Outcome, StoreError> {
     document.insert("operation_id", id);
     // The outcome is stored as JSON-shaped BSON; go through serde_json to get it back.
     let value: serde_json::Value = Bson::Document(document).into_relaxed_extjson();
-    serde_json::from_value(value)
-        .map_err(|e| StoreError::Contention(format!("malformed outcome: {e}")))
+    serde_json::from_value(value).map_err(|e| StoreError::Malformed(format!("outcome: {e}")))
 }
 
 /// Records the outcome of an operation. The first record wins: a redelivery that raced

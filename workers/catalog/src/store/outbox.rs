@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{Store, StoreError, version};
+use super::document::version;
+use super::{Store, StoreError};
 
 /// One event stored next to the change that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +159,7 @@ pub fn now_ms() -> i64 {
 pub async fn sweep(bus: &Bus, store: &Store) -> Result<usize, RelayError> {
     let mut published = 0;
     let settled = now_ms() - SETTLE.as_millis() as i64;
-    for collection in [&store.courses, &store.teachers] {
+    for collection in [store.courses.collection(), store.teachers.collection()] {
         let mut cursor = collection
             .find(doc! {"pending_events": {"$gt": 0}, "changed_ms": {"$lt": settled}})
             .await
@@ -174,7 +175,7 @@ pub async fn sweep(bus: &Bus, store: &Store) -> Result<usize, RelayError> {
 async fn measure_backlog(bus: &Bus, store: &Store) -> Result<(), StoreError> {
     let mut pending = 0;
     let mut oldest: Option<i64> = None;
-    for collection in [&store.courses, &store.teachers] {
+    for collection in [store.courses.collection(), store.teachers.collection()] {
         let filter = doc! {"pending_events": {"$gt": 0}};
         pending += collection.count_documents(filter.clone()).await?;
         let first = collection

@@ -117,7 +117,7 @@ async fn create(
         return Err(Transient::new("post vanished inside its own transaction"));
     };
     emit(tx, envelope, &SocialEvent::PostCreated(created.clone())).await?;
-    Ok(Effect::Applied(serde_json::to_value(&created).ok()))
+    Ok(Effect::applied(&created))
 }
 
 async fn repost_post(
@@ -149,7 +149,7 @@ async fn repost_post(
         return Err(Transient::new("repost vanished inside its own transaction"));
     };
     emit(tx, envelope, &SocialEvent::PostReposted(created.clone())).await?;
-    Ok(Effect::Applied(serde_json::to_value(&created).ok()))
+    Ok(Effect::applied(&created))
 }
 
 async fn delete(
