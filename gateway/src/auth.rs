@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use contracts::accounts::{
     AUDIENCE, AccountsQuery, Claims, Credentials, Empty, ISSUER, Login, Revocations,
-    RevocationsSince, Role,
+    RevocationsSince,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -15,18 +15,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::dispatch::{Dispatcher, RequestContext};
+use crate::context::RequestContext;
+use crate::dispatch::Dispatcher;
 
-/// Who is calling, from a verified token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// User id.
-    pub user_id: Uuid,
-    /// Display name.
-    pub name: String,
-    /// Role.
-    pub role: Role,
-}
+pub use crate::context::Principal;
 
 /// Why a token was refused; each maps to a 401 with its own detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

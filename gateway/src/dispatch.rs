@@ -9,91 +9,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::breaker::{Breakers, Ended};
-use crate::operation_id::OperationIds;
+use crate::context::RequestContext;
+use crate::operation_id::{Fingerprint, OperationIds};
 use crate::problem::Problem;
 
 /// Namespace for operation ids derived from an `Idempotency-Key`.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_6f0e_9a2b_4c3d_8e7f_a1b2_c3d4_e5f6);
-
-/// What a request brings besides its body.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    /// `X-Request-Id` (always present: the edge generates one).
-    pub request_id: String,
-    /// The verified caller, if the request carried a valid token.
-    pub principal: Option<crate::auth::Principal>,
-    /// The caller's user id, carried in every message as the actor.
-    pub actor: Option<String>,
-    /// How long the client prefers to wait for the outcome (`Prefer: wait=N`).
-    pub wait: Option<Duration>,
-    /// `Idempotency-Key`, if sent.
-    pub idempotency_key: Option<String>,
-    /// W3C trace context for the messages this request sends: the client's `traceparent`
-    /// if valid, else a new trace. Carried now so tracing can join the hops later.
-    pub traceparent: Option<String>,
-    /// The request's method, which scopes its `Idempotency-Key`.
-    pub method: String,
-    /// The request's path (UUIDs in it lower-cased), which scopes its `Idempotency-Key`.
-    pub path: String,
-}
-
-/// A `traceparent` continuing the client's trace (if it sent a valid one) or starting one.
-pub fn traceparent(incoming: Option<&str>) -> String {
-    let span: u64 = rand_u64();
-    let trace = incoming
-        .and_then(|value| {
-            let parts: Vec<&str> = value.trim().split('-').collect();
-            let valid = parts.len() == 4
-                && parts[0] == "00"
-                && parts[1].len() == 32
-                && parts[2].len() == 16
-                && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
-                && parts[1] != "00000000000000000000000000000000";
-            valid.then(|| parts[1].to_ascii_lowercase())
-        })
-        .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-    format!("00-{trace}-{span:016x}-01")
-}
-
-fn rand_u64() -> u64 {
-    let bytes = *Uuid::new_v4().as_bytes();
-    u64::from_be_bytes([
-        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-    ])
-    .max(1)
-}
-
-/// A digest of a request body (its JSON re-encoded, so spacing does not matter), kept
-/// with an idempotent command's outcome so a key reused with another body is recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint([u8; 16]);
-
-impl Fingerprint {
-    /// The fingerprint of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(bytes);
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&digest[..16]);
-        Self(first)
-    }
-
-    /// The fingerprint of a request without a body.
-    pub fn none() -> Self {
-        Self::of(b"")
-    }
-
-    /// As hex.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// From hex, as carried in an operation id.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = hex::decode(text).ok()?;
-        Some(Self(bytes.try_into().ok()?))
-    }
-}
 
 /// A command's operation: its id, the id of the resource it creates (if it creates one),
 /// and for a request with an `Idempotency-Key` the fingerprint of the request it was first
@@ -487,28 +408,6 @@ fn publish_problem(service: &str, error: &PublishError) -> Problem {
         other => {
             tracing::warn!(service, error = %other, "publish failed");
             Problem::unavailable("the message broker is unavailable; nothing was applied")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_valid_traceparent_is_continued_and_anything_else_starts_a_trace() {
-        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let next = traceparent(Some(incoming));
-        assert!(next.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
-        assert_ne!(next, incoming, "a new span id");
-        for bad in [
-            "garbage",
-            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
-            "",
-        ] {
-            let fresh = traceparent(Some(bad));
-            assert_eq!(fresh.len(), 55);
-            assert!(!fresh.contains("0af7651916cd43dd"));
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod config;
+pub mod context;
 pub mod dispatch;
 pub mod json;
 pub mod operation_id;

@@ -13,8 +13,6 @@ use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::dispatch::Fingerprint;
-
 /// Bytes of HMAC kept in the id: 64 bits is far beyond guessing over HTTP.
 const TAG_BYTES: usize = 8;
 
@@ -83,6 +81,38 @@ impl OperationIds {
             .verify_truncated_left(&tag)
             .ok()?;
         Some((uuid, (*service).to_owned(), fingerprint))
+    }
+}
+
+/// A digest of a request body (its JSON re-encoded, so spacing does not matter), kept
+/// with an idempotent command's outcome so a key reused with another body is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 16]);
+
+impl Fingerprint {
+    /// The fingerprint of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(bytes);
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Self(first)
+    }
+
+    /// The fingerprint of a request without a body.
+    pub fn none() -> Self {
+        Self::of(b"")
+    }
+
+    /// As hex.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// From hex, as carried in an operation id.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        Some(Self(bytes.try_into().ok()?))
     }
 }
 

@@ -10,7 +10,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::{Body, OnSuccess, Operation, Shared, context, json_body, read, respond, with, write};
-use crate::dispatch::RequestContext;
+use crate::context::RequestContext;
 use crate::problem::Problem;
 
 /// Body of `POST /v1/auth/register`.

@@ -21,9 +21,9 @@ use warp::{Filter, Rejection, Reply};
 
 use contracts::Message;
 
-use crate::dispatch::{
-    Dispatcher, Fingerprint, Operation, RequestContext, Submitted, operation_view,
-};
+use crate::context::RequestContext;
+use crate::dispatch::{Dispatcher, Operation, Submitted, operation_view};
+use crate::operation_id::Fingerprint;
 use crate::problem::{self, Problem};
 
 /// What handlers share.
@@ -154,7 +154,7 @@ fn context(state: Shared) -> impl Filter<Extract = (RequestContext,), Error = Re
                     let mut context =
                         build_context(&state, request_id, prefer, key, authorization, client)
                             .map_err(warp::reject::custom)?;
-                    context.traceparent = Some(crate::dispatch::traceparent(trace.as_deref()));
+                    context.traceparent = Some(crate::context::traceparent(trace.as_deref()));
                     context.method = method.as_str().to_owned();
                     // Ids in paths are UUIDs, which compare case-insensitively: a retry
                     // that spells one in capitals names the same operation.

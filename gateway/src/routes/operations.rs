@@ -8,7 +8,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{Shared, context, json, respond, with};
-use crate::dispatch::RequestContext;
+use crate::context::RequestContext;
 
 pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
     warp::path!("v1" / "operations" / String)

@@ -12,7 +12,7 @@ use super::{
     Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
     parse_id, read, require, respond, with, write,
 };
-use crate::dispatch::RequestContext;
+use crate::context::RequestContext;
 use crate::problem::Problem;
 
 /// Body of `POST /v1/posts`.

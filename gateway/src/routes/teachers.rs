@@ -13,7 +13,7 @@ use super::{
     Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
     parse_id, read, respond, with,
 };
-use crate::dispatch::RequestContext;
+use crate::context::RequestContext;
 
 /// Body of `POST /v1/teachers`.
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use super::{
     Fingerprint, ListParams, OnSuccess, Operation, Shared, context, list_params, parse_id, read,
     require, respond, submitted, with,
 };
-use crate::dispatch::RequestContext;
+use crate::context::RequestContext;
 use crate::problem::Problem;
 
 pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {

@@ -9,7 +9,7 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use uuid::Uuid;
 
-use super::consumer::{DeadLetter, reasons};
+use super::dead_letter::{DeadLetter, reasons};
 
 /// Header with the envelope's timestamp in milliseconds.
 const TIMESTAMP_MS: &str = "x-timestamp-ms";

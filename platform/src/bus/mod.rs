@@ -8,6 +8,7 @@
 //! contract messages on all of that, travelling as their kind decides.
 
 pub mod consumer;
+pub mod dead_letter;
 pub mod envelope;
 pub mod publisher;
 pub mod queries;

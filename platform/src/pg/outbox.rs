@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::handle::Transient;
+use super::transient::Transient;
 use super::{GenericClient, Pool};
 use crate::bus::{Bus, Encoded, Outgoing, PublishError};
 

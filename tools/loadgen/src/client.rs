@@ -5,7 +5,8 @@ use std::time::Duration;
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
 
-use crate::verify::PASSWORD;
+/// The password every user loadgen registers gets (they are throwaway test users).
+pub const PASSWORD: &str = "loadgen password 1";
 
 /// An HTTP client for one gateway.
 #[derive(Clone)]

@@ -263,7 +263,7 @@ impl Run {
                     "/v1/auth/register".into(),
                     None,
                     Some(
-                        json!({"email": email, "display_name": format!("User {n}"), "password": verify::PASSWORD}),
+                        json!({"email": email, "display_name": format!("User {n}"), "password": client::PASSWORD}),
                     ),
                     Some((Kind::Register, email, None)),
                 )
@@ -275,7 +275,7 @@ impl Run {
                     Method::POST,
                     "/v1/auth/login".into(),
                     None,
-                    Some(json!({"email": email, "password": verify::PASSWORD})),
+                    Some(json!({"email": email, "password": client::PASSWORD})),
                     None,
                 )
             }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::Api;
+use crate::client::{Api, PASSWORD};
 
 /// One accepted operation and what identifies its effect.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -146,9 +146,6 @@ pub fn read_record(path: &Path) -> anyhow::Result<Vec<Accepted>> {
     }
     Ok(accepted)
 }
-
-/// The password every user loadgen registers gets (they are throwaway test users).
-pub const PASSWORD: &str = "loadgen password 1";
 
 /// The operation's final state, polled until it is not `accepted` or `deadline` passes.
 async fn outcome(api: &Api, operation_id: &str, deadline: Instant) -> Option<Value> {

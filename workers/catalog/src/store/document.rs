@@ -22,7 +22,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::outbox::{self, OutboxEntry};
-use super::{APPLIED_KEPT, MAX_CONFLICT_RETRIES, StoreError, is_deleted, is_duplicate_key};
+use super::{
+    APPLIED_KEPT, MAX_CONFLICT_RETRIES, StoreError, is_deleted, is_duplicate_key, version,
+};
 
 /// A kind of record stored one per document.
 pub trait Record: Serialize + Sized {
@@ -92,14 +94,6 @@ fn applied(document: &Document, envelope: &Envelope) -> bool {
     document
         .get_array("applied")
         .is_ok_and(|ids| ids.iter().any(|b| b.as_str() == Some(id.as_str())))
-}
-
-/// The document's version, for optimistic updates.
-pub(crate) fn version(document: &Document) -> i64 {
-    document
-        .get_i64("version")
-        .or_else(|_| document.get_i32("version").map(i64::from))
-        .unwrap_or(0)
 }
 
 /// Adds `fields` to the operator `operator` of `update`, creating it when absent.

@@ -141,6 +141,14 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The document's version, for optimistic updates.
+pub(crate) fn version(document: &Document) -> i64 {
+    document
+        .get_i64("version")
+        .or_else(|_| document.get_i32("version").map(i64::from))
+        .unwrap_or(0)
+}
+
 /// Whether the document is a tombstone.
 pub(crate) fn is_deleted(document: &Document) -> bool {
     document.contains_key("deleted_at")

@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::document::version;
-use super::{Store, StoreError};
+use super::{Store, StoreError, version};
 
 /// One event stored next to the change that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
