@@ -20,7 +20,7 @@ docker info >/dev/null 2>&1 || die "no Docker engine at ${DOCKER_HOST:-the defau
 # The base image: Debian's minimal bookworm, with the same mirror apt uses on this host
 # (read from its sources, not written down here).
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
-  sources=$(ls /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
+  sources=$(find /etc/apt/sources.list.d -maxdepth 1 -name '*.sources' 2>/dev/null | sort | head -n1 || true)
   mirror=""
   [[ -n $sources ]] && mirror=$(awk '/^URIs:/ {print $2; exit}' "$sources")
   [[ -z $mirror && -r /etc/apt/sources.list ]] && mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list)
