@@ -1,6 +1,6 @@
 //! What handling a command did, whichever store it changed: the one result type of every
 //! service's business rules, which the exactly-once machinery (PostgreSQL's transaction
-//! in [`crate::pg::handle`], the catalog's document protocol) turns into a recorded
+//! in `platform::pg::handle`, the catalog's document protocol) turns into a recorded
 //! outcome and a reply.
 
 use contracts::Rejection;

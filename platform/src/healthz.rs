@@ -218,6 +218,7 @@ impl Health {
     }
 
     /// A PostgreSQL database through `pool`: a connection and `SELECT 1`.
+    #[cfg(feature = "pg")]
     pub fn with_postgres(self, pool: crate::pg::Pool) -> Self {
         self.with("postgres", move || {
             let pool = pool.clone();

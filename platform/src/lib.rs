@@ -12,7 +12,9 @@ pub mod health;
 pub mod healthz;
 pub mod http;
 pub mod metrics;
+#[cfg(feature = "password")]
 pub mod password;
+#[cfg(feature = "pg")]
 pub mod pg;
 pub mod shutdown;
 pub mod telemetry;

@@ -18,40 +18,15 @@ use platform::pg::{PgConfig, migrate};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-async fn admin(sql: &str) {
-    let url = env(
-        "SWITCHYARD_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client.batch_execute(sql).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_relay_killed_mid_batch_and_restarted_publishes_every_committed_event() {
-    let prefix = format!("r{}", &Uuid::new_v4().simple().to_string()[..12]);
-    admin(&format!("CREATE DATABASE {prefix}")).await;
-    let server = env(
-        "SWITCHYARD_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
-    let url = format!("{}/{prefix}", server.rsplit_once('/').unwrap().0);
+    // Its exchanges, the tap queue and the database go when the test ends.
+    let mut scratch = testkit::Scratch::new();
+    let prefix = scratch.name().to_owned();
+    let url = testkit::env::database_url(&scratch.database("relay").await);
     let settings: std::collections::HashMap<String, String> = [
         ("POSTGRES_URL".to_owned(), url),
-        (
-            "AMQP_URL".to_owned(),
-            env(
-                "SWITCHYARD_TEST_AMQP_URL",
-                "amqp://guest:guest@127.0.0.1:5672/%2f",
-            ),
-        ),
+        ("AMQP_URL".to_owned(), testkit::env::amqp_url()),
         ("PREFIX".to_owned(), prefix.clone()),
     ]
     .into_iter()
@@ -68,10 +43,7 @@ async fn a_relay_killed_mid_batch_and_restarted_publishes_every_committed_event(
 
     // A subscriber that sees every event.
     let connection = lapin::Connection::connect(
-        &env(
-            "SWITCHYARD_TEST_AMQP_URL",
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-        ),
+        &testkit::env::amqp_url(),
         lapin::ConnectionProperties::default(),
     )
     .await
@@ -201,25 +173,4 @@ async fn a_relay_killed_mid_batch_and_restarted_publishes_every_committed_event(
     bus.close().await;
     let _ = connection.close(200, "done".into()).await;
     pool.close();
-    let exchanges = [
-        bus.topology().commands_exchange(),
-        bus.topology().events_exchange(),
-        bus.topology().dead_letter_exchange(),
-    ];
-    let cleanup = lapin::Connection::connect(
-        &env(
-            "SWITCHYARD_TEST_AMQP_URL",
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-        ),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = cleanup.create_channel().await.unwrap();
-    for exchange in exchanges {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), Default::default())
-            .await;
-    }
-    admin(&format!("DROP DATABASE {prefix} WITH (FORCE)")).await;
 }

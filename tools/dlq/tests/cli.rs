@@ -12,10 +12,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use platform::bus::Topology;
 use platform::bus::consumer::death_headers;
 
-fn amqp_url() -> String {
-    std::env::var("SWITCHYARD_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
+use testkit::env::amqp_url;
 
 fn dlq(prefix: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dlq"))
@@ -32,7 +29,9 @@ fn text(value: &str) -> AMQPValue {
 
 #[tokio::test]
 async fn lists_shows_and_replays_a_dead_letter_back_to_its_queue() {
-    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    // Its queues and exchanges go when the test ends.
+    let scratch = testkit::Scratch::new();
+    let prefix = scratch.name().to_owned();
     let topology = Topology::new(&prefix);
     let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
@@ -202,19 +201,5 @@ async fn lists_shows_and_replays_a_dead_letter_back_to_its_queue() {
     }
     assert_eq!(left, Some(0));
 
-    for name in [queue.clone(), dlq_name] {
-        let _ = channel
-            .queue_delete(name.as_str().into(), Default::default())
-            .await;
-    }
-    for exchange in [
-        topology.commands_exchange(),
-        topology.events_exchange(),
-        topology.dead_letter_exchange(),
-    ] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), Default::default())
-            .await;
-    }
     let _ = connection.close(200, "done".into()).await;
 }

@@ -13,51 +13,23 @@ use mongodb::bson::doc;
 use platform::effect::Effect;
 use uuid::Uuid;
 
-fn mongo_url() -> String {
-    std::env::var("SWITCHYARD_TEST_MONGO_URL")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
-}
-
 /// A store in a database of its own, dropped at the end (also when the test fails).
 struct Scratch {
     store: Store,
-    name: String,
+    _scratch: testkit::Scratch,
 }
 
 impl Scratch {
     async fn new() -> Self {
-        let name = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let store = Store::connect(&mongo_url(), &name).await.expect("mongodb");
-        Self { store, name }
-    }
-}
-
-/// Runs `work` with a client of its own on a runtime of its own: from `Drop`, which
-/// cannot await, or while the test's runtime is blocked (the test's client needs that
-/// runtime to make progress).
-fn aside<F, Fut>(work: F)
-where
-    F: FnOnce(mongodb::Client) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    let _ = std::thread::spawn(move || {
-        if let Ok(runtime) = tokio::runtime::Runtime::new() {
-            runtime.block_on(async move {
-                if let Ok(client) = mongodb::Client::with_uri_str(mongo_url()).await {
-                    work(client).await;
-                }
-            });
+        let mut scratch = testkit::Scratch::new();
+        scratch.uses_mongo();
+        let store = Store::connect(&testkit::env::mongo_url(), scratch.name())
+            .await
+            .expect("mongodb");
+        Self {
+            store,
+            _scratch: scratch,
         }
-    })
-    .join();
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        aside(|client| async move {
-            let _ = client.database(&name).drop().await;
-        });
     }
 }
 

@@ -19,37 +19,6 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 /// The key the worker verifies actors with; the test vouches for its posts with it.
 const ACTOR_KEY: &str = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn server_url(database: &str) -> String {
-    let base = env_or(
-        "SWITCHYARD_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
-    match base.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{database}"),
-        None => base,
-    }
-}
-
-async fn sql(database: &str, statement: &str) -> Vec<tokio_postgres::Row> {
-    let (client, connection) =
-        tokio_postgres::connect(&server_url(database), tokio_postgres::NoTls)
-            .await
-            .expect("postgres reachable");
-    let task = tokio::spawn(connection);
-    let rows = client.query(statement, &[]).await.expect(statement);
-    drop(client);
-    let _ = task.await;
-    rows
-}
-
-async fn count(database: &str, table: &str) -> i64 {
-    sql(database, &format!("SELECT count(*) FROM {table}")).await[0].get(0)
-}
-
 async fn message_count(connection: &Connection, queue: &str) -> u32 {
     platform::bus::topology::message_count(connection, queue)
         .await
@@ -67,13 +36,11 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
     const COMMANDS: usize = 400;
-    let amqp_url = env_or(
-        "SWITCHYARD_TEST_AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-    );
-    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let database = format!("{prefix}_social");
-    sql("postgres", &format!("CREATE DATABASE {database}")).await;
+    // The queues the worker declares, the tap and the database go when the test ends.
+    let mut scratch = testkit::Scratch::new();
+    let prefix = scratch.name().to_owned();
+    let database = scratch.database("social").await;
+    let amqp_url = testkit::env::amqp_url();
 
     // A tap on the events exchange, bound before the worker runs, sees every event the
     // worker publishes.
@@ -118,7 +85,10 @@ async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
     let mut worker = Command::new(env!("CARGO_BIN_EXE_social"))
         .env("SWITCHYARD_AMQP_URL", &amqp_url)
         .env("SWITCHYARD_PREFIX", &prefix)
-        .env("SWITCHYARD_POSTGRES_URL", server_url(&database))
+        .env(
+            "SWITCHYARD_POSTGRES_URL",
+            testkit::env::database_url(&database),
+        )
         .env("SWITCHYARD_HEALTH_ADDR", &health)
         .env("SWITCHYARD_GRACE_MS", "5000")
         .env("SWITCHYARD_PREFETCH", "64")
@@ -182,7 +152,7 @@ async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
     }
     // Stop it mid-stream: some posts applied, most still queued or in flight.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&database, "posts").await < 10 {
+    while testkit::pg::count(&database, "posts").await < 10 {
         assert!(Instant::now() < deadline, "social applied nothing");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -204,7 +174,7 @@ async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
     };
     assert!(exit.success(), "exit status {exit:?}");
 
-    let applied = count(&database, "posts").await;
+    let applied = testkit::pg::count(&database, "posts").await;
     let commands_queue = format!("{prefix}.social.commands");
     let queued = i64::from(message_count(&connection, &commands_queue).await);
     assert_eq!(
@@ -216,42 +186,15 @@ async fn sigterm_drains_in_flight_commands_flushes_the_outbox_and_exits_zero() {
         queued > 0,
         "it stopped taking messages before the queue ran dry"
     );
-    assert_eq!(count(&database, "outbox").await, 0, "outbox flushed");
+    assert_eq!(
+        testkit::pg::count(&database, "outbox").await,
+        0,
+        "outbox flushed"
+    );
     let published = i64::from(message_count(&connection, &tap).await);
     assert_eq!(published, applied, "every applied post's event went out");
     let dead = message_count(&connection, &format!("{commands_queue}.dlq")).await;
     assert_eq!(dead, 0);
 
-    // The queues the worker declared, the tap, and the database go.
-    let cleanup = connection.create_channel().await.unwrap();
-    let topology = platform::bus::Topology::new(&prefix);
-    let mut queues: Vec<String> = [
-        "tap",
-        "social.commands",
-        "social.commands.dlq",
-        "social.events",
-        "social.events.dlq",
-        "social.queries",
-    ]
-    .iter()
-    .map(|q| format!("{prefix}.{q}"))
-    .collect();
-    let defaults = platform::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    queues.extend(
-        defaults
-            .levels()
-            .into_iter()
-            .map(|d| topology.delay_queue(d)),
-    );
-    for queue in queues {
-        let _ = cleanup
-            .queue_delete(queue.as_str().into(), Default::default())
-            .await;
-    }
     let _ = connection.close(200, "done".into()).await;
-    sql(
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-    )
-    .await;
 }

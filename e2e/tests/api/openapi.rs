@@ -37,7 +37,7 @@ fn matches(template: &str, path: &str) -> bool {
 async fn the_document_is_served_and_matches_the_routes() {
     let app = spawn_app().await;
     let served: Value = app.get("/openapi.json").await.json().await.unwrap();
-    let file: Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+    let file: Value = serde_json::from_str(include_str!("../../../gateway/openapi.json")).unwrap();
     assert_eq!(served, file);
     assert!(served["openapi"].as_str().unwrap().starts_with("3.1."));
 

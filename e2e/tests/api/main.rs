@@ -14,6 +14,5 @@ mod limits;
 mod openapi;
 mod resilience;
 mod robustness;
-mod shutdown;
 mod social;
 mod teachers;

@@ -1,0 +1,3 @@
+//! The stack builder and the test kit, under the names the tests use.
+
+pub use e2e::*;
