@@ -1,15 +1,13 @@
 //! `/v1/auth/register` and `/v1/auth/login`, limited per client IP more tightly than the
 //! rest of the API.
 
-use std::convert::Infallible;
-
 use contracts::accounts::{self, AccountsCommand, AccountsQuery, Register, Role};
 use serde::Deserialize;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::{Body, OnSuccess, Operation, Shared, context, json_body, read, respond, with, write};
+use super::{Body, OnSuccess, Operation, Shared, answer, context, json_body, read, with, write};
 use crate::context::RequestContext;
 use crate::problem::Problem;
 
@@ -61,7 +59,8 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             state.body_limit,
             state.body_timeout,
         ))
-        .and_then(register);
+        .then(register)
+        .map(answer);
     let login = warp::path!("v1" / "auth" / "login")
         .and(warp::post())
         .and(auth_limit(state.clone()))
@@ -71,7 +70,8 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             state.body_limit,
             state.body_timeout,
         ))
-        .and_then(login);
+        .then(login)
+        .map(answer);
     register.or(login).unify().boxed()
 }
 
@@ -82,60 +82,50 @@ async fn register(
         value: body,
         fingerprint,
     }: Body<Registration>,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let role = body.role.unwrap_or(Role::Student);
-            if role != Role::Student {
-                super::require(&context, &[Role::Admin])?;
-            }
-            accounts::validate_registration(&body.email, &body.display_name, &body.password)
-                .map_err(Problem::invalid)?;
-            let operation = Operation::for_request(&context, fingerprint);
-            let user_id = operation.resource_id;
-            let params = state.hash;
-            let password = body.password;
-            // Hashing here keeps clear-text passwords off the broker's disk; it is CPU
-            // work, so it runs off the async threads.
-            let password_hash =
-                tokio::task::spawn_blocking(move || platform::password::hash(&password, params))
-                    .await
-                    .map_err(|e| Problem::unavailable(format!("cannot hash the password: {e}")))?
-                    .map_err(|e| Problem::unavailable(format!("cannot hash the password: {e}")))?;
-            let command = AccountsCommand::Register(Register {
-                user_id,
-                email: body.email,
-                display_name: body.display_name,
-                password_hash,
-                role,
-            });
-            write(
-                &state,
-                &context,
-                operation,
-                command,
-                OnSuccess::Created(format!("/v1/users/{user_id}")),
-            )
+) -> Result<Response, Problem> {
+    let role = body.role.unwrap_or(Role::Student);
+    if role != Role::Student {
+        super::require(&context, &[Role::Admin])?;
+    }
+    accounts::validate_registration(&body.email, &body.display_name, &body.password)
+        .map_err(Problem::invalid)?;
+    let operation = Operation::for_request(&context, fingerprint);
+    let user_id = operation.resource_id;
+    let params = state.hash;
+    let password = body.password;
+    // Hashing here keeps clear-text passwords off the broker's disk; it is CPU
+    // work, so it runs off the async threads.
+    let password_hash =
+        tokio::task::spawn_blocking(move || platform::password::hash(&password, params))
             .await
-        }
-        .await,
+            .map_err(|e| Problem::unavailable(format!("cannot hash the password: {e}")))?
+            .map_err(|e| Problem::unavailable(format!("cannot hash the password: {e}")))?;
+    let command = AccountsCommand::Register(Register {
+        user_id,
+        email: body.email,
+        display_name: body.display_name,
+        password_hash,
+        role,
+    });
+    write(
+        &state,
+        &context,
+        operation,
+        command,
+        OnSuccess::Created(format!("/v1/users/{user_id}")),
     )
+    .await
 }
 
 async fn login(
     state: Shared,
     context: RequestContext,
     Body { value: body, .. }: Body<Credentials>,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let sealed = state
-                .verifier
-                .seal_login(&body.email, &body.password)
-                .map_err(super::auth_problem)?;
-            let query = AccountsQuery::Login(sealed);
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+) -> Result<Response, Problem> {
+    let sealed = state
+        .verifier
+        .seal_login(&body.email, &body.password)
+        .map_err(super::auth_problem)?;
+    let query = AccountsQuery::Login(sealed);
+    read(&state, &context, query).await
 }

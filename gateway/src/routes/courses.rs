@@ -1,7 +1,5 @@
 //! `/v1/courses`.
 
-use std::convert::Infallible;
-
 use contracts::accounts::Role;
 use contracts::catalog::{CatalogCommand, CatalogQuery, CourseRef, CreateCourse, UpdateCourse};
 use serde::Deserialize;
@@ -10,8 +8,8 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::{
-    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
-    parse_id, read, respond, with, write,
+    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, answer, context, json_body,
+    list_params, parse_id, read, with, write,
 };
 use crate::context::RequestContext;
 use crate::problem::Problem;
@@ -41,18 +39,21 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(with(state.clone()))
         .and(context(state.clone()))
         .and(json_body::<NewCourse>(state.body_limit, state.body_timeout))
-        .and_then(create);
+        .then(create)
+        .map(answer);
     let list = warp::path!("v1" / "courses")
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state.clone()))
         .and(list_params())
-        .and_then(list);
+        .then(list)
+        .map(answer);
     let get = warp::path!("v1" / "courses" / String)
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(get);
+        .then(get)
+        .map(answer);
     let update = warp::path!("v1" / "courses" / String)
         .and(warp::patch())
         .and(with(state.clone()))
@@ -61,12 +62,14 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             state.body_limit,
             state.body_timeout,
         ))
-        .and_then(update);
+        .then(update)
+        .map(answer);
     let delete = warp::path!("v1" / "courses" / String)
         .and(warp::delete())
         .and(with(state.clone()))
         .and(context(state))
-        .and_then(delete);
+        .then(delete)
+        .map(answer);
     create
         .or(list)
         .unify()
@@ -99,54 +102,39 @@ async fn create(
         value: body,
         fingerprint,
     }: Body<NewCourse>,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let operation = Operation::for_request(&context, fingerprint);
-            let course_id = operation.resource_id;
-            let command = CatalogCommand::CreateCourse(CreateCourse {
-                course_id,
-                code: body.code,
-                title: body.title,
-                description: body.description,
-            });
-            send(
-                &state,
-                &context,
-                operation,
-                command,
-                OnSuccess::Created(format!("/v1/courses/{course_id}")),
-            )
-            .await
-        }
-        .await,
+) -> Result<Response, Problem> {
+    let operation = Operation::for_request(&context, fingerprint);
+    let course_id = operation.resource_id;
+    let command = CatalogCommand::CreateCourse(CreateCourse {
+        course_id,
+        code: body.code,
+        title: body.title,
+        description: body.description,
+    });
+    send(
+        &state,
+        &context,
+        operation,
+        command,
+        OnSuccess::Created(format!("/v1/courses/{course_id}")),
     )
+    .await
 }
 
 async fn list(
     state: Shared,
     context: RequestContext,
     params: ListParams,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let query = CatalogQuery::ListCourses(params.page()?);
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+) -> Result<Response, Problem> {
+    let query = CatalogQuery::ListCourses(params.page()?);
+    read(&state, &context, query).await
 }
 
-async fn get(id: String, state: Shared, context: RequestContext) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let query = CatalogQuery::GetCourse(CourseRef {
-                course_id: parse_id("course", &id)?,
-            });
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+async fn get(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let query = CatalogQuery::GetCourse(CourseRef {
+        course_id: parse_id("course", &id)?,
+    });
+    read(&state, &context, query).await
 }
 
 async fn update(
@@ -157,35 +145,21 @@ async fn update(
         value: body,
         fingerprint,
     }: Body<CoursePatch>,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let course_id = parse_id("course", &id)?;
-            let operation = Operation::for_request(&context, fingerprint);
-            let command = CatalogCommand::UpdateCourse(UpdateCourse {
-                course_id,
-                code: body.code,
-                title: body.title,
-                description: body.description,
-            });
-            send(&state, &context, operation, command, OnSuccess::Ok).await
-        }
-        .await,
-    )
+) -> Result<Response, Problem> {
+    let course_id = parse_id("course", &id)?;
+    let operation = Operation::for_request(&context, fingerprint);
+    let command = CatalogCommand::UpdateCourse(UpdateCourse {
+        course_id,
+        code: body.code,
+        title: body.title,
+        description: body.description,
+    });
+    send(&state, &context, operation, command, OnSuccess::Ok).await
 }
 
-async fn delete(
-    id: String,
-    state: Shared,
-    context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let course_id = parse_id("course", &id)?;
-            let operation = Operation::for_request(&context, Fingerprint::none());
-            let command = CatalogCommand::DeleteCourse(CourseRef { course_id });
-            send(&state, &context, operation, command, OnSuccess::NoContent).await
-        }
-        .await,
-    )
+async fn delete(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let course_id = parse_id("course", &id)?;
+    let operation = Operation::for_request(&context, Fingerprint::none());
+    let command = CatalogCommand::DeleteCourse(CourseRef { course_id });
+    send(&state, &context, operation, command, OnSuccess::NoContent).await
 }

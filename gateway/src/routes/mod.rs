@@ -400,8 +400,10 @@ async fn read<Q: Message>(
     Ok(json(StatusCode::OK, &body))
 }
 
-fn respond(result: Result<Response, Problem>) -> Result<Response, Infallible> {
-    Ok(result.unwrap_or_else(Reply::into_response))
+/// Turns a handler's refusal into its problem+json response: every route ends with
+/// `.then(handler).map(answer)`, so a handler is plain `?`-using code.
+fn answer(result: Result<Response, Problem>) -> Response {
+    result.unwrap_or_else(Reply::into_response)
 }
 
 /// How a route answers a command that succeeded within the client's wait.

@@ -1,7 +1,5 @@
 //! `/v1/posts` and `/v1/timeline`.
 
-use std::convert::Infallible;
-
 use contracts::social::{CreatePost, PostRef, Repost, SocialCommand, SocialQuery};
 use serde::Deserialize;
 use warp::Filter;
@@ -9,8 +7,8 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::{
-    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
-    parse_id, read, require, respond, with, write,
+    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, answer, context, json_body,
+    list_params, parse_id, read, require, with, write,
 };
 use crate::context::RequestContext;
 use crate::problem::Problem;
@@ -28,28 +26,33 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(with(state.clone()))
         .and(context(state.clone()))
         .and(json_body::<NewPost>(state.body_limit, state.body_timeout))
-        .and_then(create);
+        .then(create)
+        .map(answer);
     let repost = warp::path!("v1" / "posts" / String / "reposts")
         .and(warp::post())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(repost);
+        .then(repost)
+        .map(answer);
     let get = warp::path!("v1" / "posts" / String)
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(get);
+        .then(get)
+        .map(answer);
     let delete = warp::path!("v1" / "posts" / String)
         .and(warp::delete())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(delete);
+        .then(delete)
+        .map(answer);
     let timeline = warp::path!("v1" / "timeline")
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state))
         .and(list_params())
-        .and_then(timeline);
+        .then(timeline)
+        .map(answer);
     create
         .or(repost)
         .unify()
@@ -81,104 +84,71 @@ async fn create(
         value: body,
         fingerprint,
     }: Body<NewPost>,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let principal = require(&context, &[])?;
-            let operation = Operation::for_request(&context, fingerprint);
-            let post_id = operation.resource_id;
-            let command = SocialCommand::CreatePost(CreatePost {
-                post_id,
-                author_name: principal.name.clone(),
-                body: body.body,
-            });
-            send(
-                &state,
-                &context,
-                operation,
-                command,
-                OnSuccess::Created(format!("/v1/posts/{post_id}")),
-            )
-            .await
-        }
-        .await,
+) -> Result<Response, Problem> {
+    let principal = require(&context, &[])?;
+    let operation = Operation::for_request(&context, fingerprint);
+    let post_id = operation.resource_id;
+    let command = SocialCommand::CreatePost(CreatePost {
+        post_id,
+        author_name: principal.name.clone(),
+        body: body.body,
+    });
+    send(
+        &state,
+        &context,
+        operation,
+        command,
+        OnSuccess::Created(format!("/v1/posts/{post_id}")),
     )
+    .await
 }
 
-async fn repost(
-    id: String,
-    state: Shared,
-    context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let original_id = parse_id("post", &id)?;
-            let principal = require(&context, &[])?;
-            let operation = Operation::for_request(&context, Fingerprint::none());
-            let post_id = operation.resource_id;
-            let command = SocialCommand::Repost(Repost {
-                post_id,
-                original_id,
-                author_name: principal.name.clone(),
-            });
-            send(
-                &state,
-                &context,
-                operation,
-                command,
-                OnSuccess::Created(format!("/v1/posts/{post_id}")),
-            )
-            .await
-        }
-        .await,
+async fn repost(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let original_id = parse_id("post", &id)?;
+    let principal = require(&context, &[])?;
+    let operation = Operation::for_request(&context, Fingerprint::none());
+    let post_id = operation.resource_id;
+    let command = SocialCommand::Repost(Repost {
+        post_id,
+        original_id,
+        author_name: principal.name.clone(),
+    });
+    send(
+        &state,
+        &context,
+        operation,
+        command,
+        OnSuccess::Created(format!("/v1/posts/{post_id}")),
     )
+    .await
 }
 
-async fn get(id: String, state: Shared, context: RequestContext) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let query = SocialQuery::GetPost(PostRef {
-                post_id: parse_id("post", &id)?,
-            });
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+async fn get(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let query = SocialQuery::GetPost(PostRef {
+        post_id: parse_id("post", &id)?,
+    });
+    read(&state, &context, query).await
 }
 
-async fn delete(
-    id: String,
-    state: Shared,
-    context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let post_id = parse_id("post", &id)?;
-            require(&context, &[])?;
-            let operation = Operation::for_request(&context, Fingerprint::none());
-            send(
-                &state,
-                &context,
-                operation,
-                SocialCommand::DeletePost(PostRef { post_id }),
-                OnSuccess::NoContent,
-            )
-            .await
-        }
-        .await,
+async fn delete(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let post_id = parse_id("post", &id)?;
+    require(&context, &[])?;
+    let operation = Operation::for_request(&context, Fingerprint::none());
+    send(
+        &state,
+        &context,
+        operation,
+        SocialCommand::DeletePost(PostRef { post_id }),
+        OnSuccess::NoContent,
     )
+    .await
 }
 
 async fn timeline(
     state: Shared,
     context: RequestContext,
     params: ListParams,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let query = SocialQuery::GlobalTimeline(params.page()?);
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+) -> Result<Response, Problem> {
+    let query = SocialQuery::GlobalTimeline(params.page()?);
+    read(&state, &context, query).await
 }

@@ -1,7 +1,5 @@
 //! `/v1/teachers` and a teacher's courses.
 
-use std::convert::Infallible;
-
 use contracts::catalog::{Assignment, CatalogCommand, CatalogQuery, CreateTeacher, TeacherRef};
 use serde::Deserialize;
 use warp::Filter;
@@ -10,10 +8,11 @@ use warp::reply::Response;
 
 use super::courses::send;
 use super::{
-    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, context, json_body, list_params,
-    parse_id, read, respond, with,
+    Body, Fingerprint, ListParams, OnSuccess, Operation, Shared, answer, context, json_body,
+    list_params, parse_id, read, with,
 };
 use crate::context::RequestContext;
+use crate::problem::Problem;
 
 /// Body of `POST /v1/teachers`.
 #[derive(Debug, Deserialize)]
@@ -32,38 +31,45 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
             state.body_limit,
             state.body_timeout,
         ))
-        .and_then(create);
+        .then(create)
+        .map(answer);
     let list = warp::path!("v1" / "teachers")
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state.clone()))
         .and(list_params())
-        .and_then(list);
+        .then(list)
+        .map(answer);
     let get = warp::path!("v1" / "teachers" / String)
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(get);
+        .then(get)
+        .map(answer);
     let delete = warp::path!("v1" / "teachers" / String)
         .and(warp::delete())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(delete);
+        .then(delete)
+        .map(answer);
     let courses = warp::path!("v1" / "teachers" / String / "courses")
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(courses);
+        .then(courses)
+        .map(answer);
     let assign = warp::path!("v1" / "teachers" / String / "courses" / String)
         .and(warp::put())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(assign);
+        .then(assign)
+        .map(answer);
     let unassign = warp::path!("v1" / "teachers" / String / "courses" / String)
         .and(warp::delete())
         .and(with(state.clone()))
         .and(context(state))
-        .and_then(unassign);
+        .then(unassign)
+        .map(answer);
     create
         .or(list)
         .unify()
@@ -87,85 +93,52 @@ async fn create(
         value: body,
         fingerprint,
     }: Body<NewTeacher>,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let operation = Operation::for_request(&context, fingerprint);
-            let teacher_id = operation.resource_id;
-            let command = CatalogCommand::CreateTeacher(CreateTeacher {
-                teacher_id,
-                name: body.name,
-                email: body.email,
-            });
-            send(
-                &state,
-                &context,
-                operation,
-                command,
-                OnSuccess::Created(format!("/v1/teachers/{teacher_id}")),
-            )
-            .await
-        }
-        .await,
+) -> Result<Response, Problem> {
+    let operation = Operation::for_request(&context, fingerprint);
+    let teacher_id = operation.resource_id;
+    let command = CatalogCommand::CreateTeacher(CreateTeacher {
+        teacher_id,
+        name: body.name,
+        email: body.email,
+    });
+    send(
+        &state,
+        &context,
+        operation,
+        command,
+        OnSuccess::Created(format!("/v1/teachers/{teacher_id}")),
     )
+    .await
 }
 
 async fn list(
     state: Shared,
     context: RequestContext,
     params: ListParams,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let query = CatalogQuery::ListTeachers(params.page()?);
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+) -> Result<Response, Problem> {
+    let query = CatalogQuery::ListTeachers(params.page()?);
+    read(&state, &context, query).await
 }
 
-async fn get(id: String, state: Shared, context: RequestContext) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let query = CatalogQuery::GetTeacher(TeacherRef {
-                teacher_id: parse_id("teacher", &id)?,
-            });
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+async fn get(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let query = CatalogQuery::GetTeacher(TeacherRef {
+        teacher_id: parse_id("teacher", &id)?,
+    });
+    read(&state, &context, query).await
 }
 
-async fn delete(
-    id: String,
-    state: Shared,
-    context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let teacher_id = parse_id("teacher", &id)?;
-            let operation = Operation::for_request(&context, Fingerprint::none());
-            let command = CatalogCommand::DeleteTeacher(TeacherRef { teacher_id });
-            send(&state, &context, operation, command, OnSuccess::NoContent).await
-        }
-        .await,
-    )
+async fn delete(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let teacher_id = parse_id("teacher", &id)?;
+    let operation = Operation::for_request(&context, Fingerprint::none());
+    let command = CatalogCommand::DeleteTeacher(TeacherRef { teacher_id });
+    send(&state, &context, operation, command, OnSuccess::NoContent).await
 }
 
-async fn courses(
-    id: String,
-    state: Shared,
-    context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let query = CatalogQuery::TeacherCourses(TeacherRef {
-                teacher_id: parse_id("teacher", &id)?,
-            });
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+async fn courses(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let query = CatalogQuery::TeacherCourses(TeacherRef {
+        teacher_id: parse_id("teacher", &id)?,
+    });
+    read(&state, &context, query).await
 }
 
 fn assignment(teacher: &str, course: &str) -> Result<Assignment, crate::problem::Problem> {
@@ -180,22 +153,17 @@ async fn assign(
     course: String,
     state: Shared,
     context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let assignment = assignment(&id, &course)?;
-            let operation = Operation::for_request(&context, Fingerprint::none());
-            send(
-                &state,
-                &context,
-                operation,
-                CatalogCommand::AssignCourse(assignment),
-                OnSuccess::Ok,
-            )
-            .await
-        }
-        .await,
+) -> Result<Response, Problem> {
+    let assignment = assignment(&id, &course)?;
+    let operation = Operation::for_request(&context, Fingerprint::none());
+    send(
+        &state,
+        &context,
+        operation,
+        CatalogCommand::AssignCourse(assignment),
+        OnSuccess::Ok,
     )
+    .await
 }
 
 async fn unassign(
@@ -203,20 +171,15 @@ async fn unassign(
     course: String,
     state: Shared,
     context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let assignment = assignment(&id, &course)?;
-            let operation = Operation::for_request(&context, Fingerprint::none());
-            send(
-                &state,
-                &context,
-                operation,
-                CatalogCommand::UnassignCourse(assignment),
-                OnSuccess::NoContent,
-            )
-            .await
-        }
-        .await,
+) -> Result<Response, Problem> {
+    let assignment = assignment(&id, &course)?;
+    let operation = Operation::for_request(&context, Fingerprint::none());
+    send(
+        &state,
+        &context,
+        operation,
+        CatalogCommand::UnassignCourse(assignment),
+        OnSuccess::NoContent,
     )
+    .await
 }

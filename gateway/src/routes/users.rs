@@ -1,7 +1,5 @@
 //! `/v1/users/me`, `DELETE /v1/users/{id}` and a user's posts.
 
-use std::convert::Infallible;
-
 use contracts::accounts::{AccountsCommand, AccountsQuery, Role, UserRef};
 use contracts::social::{SocialQuery, UserTimeline};
 use warp::Filter;
@@ -9,8 +7,8 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::{
-    Fingerprint, ListParams, OnSuccess, Operation, Shared, context, list_params, parse_id, read,
-    require, respond, submitted, with,
+    Fingerprint, ListParams, OnSuccess, Operation, Shared, answer, context, list_params, parse_id,
+    read, require, submitted, with,
 };
 use crate::context::RequestContext;
 use crate::problem::Problem;
@@ -20,65 +18,54 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(me);
+        .then(me)
+        .map(answer);
     let delete = warp::path!("v1" / "users" / String)
         .and(warp::delete())
         .and(with(state.clone()))
         .and(context(state.clone()))
-        .and_then(delete);
+        .then(delete)
+        .map(answer);
     let posts = warp::path!("v1" / "users" / String / "posts")
         .and(warp::get())
         .and(with(state.clone()))
         .and(context(state))
         .and(list_params())
-        .and_then(posts);
+        .then(posts)
+        .map(answer);
     me.or(delete).unify().or(posts).unify().boxed()
 }
 
-async fn me(state: Shared, context: RequestContext) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let principal = require(&context, &[])?;
-            let query = AccountsQuery::GetUser(UserRef {
-                user_id: principal.user_id,
-            });
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+async fn me(state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let principal = require(&context, &[])?;
+    let query = AccountsQuery::GetUser(UserRef {
+        user_id: principal.user_id,
+    });
+    read(&state, &context, query).await
 }
 
-async fn delete(
-    id: String,
-    state: Shared,
-    context: RequestContext,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let user_id = parse_id("user", &id)?;
-            let principal = require(&context, &[])?;
-            if principal.user_id != user_id && principal.role != Role::Admin {
-                return Err(Problem::forbidden(
-                    "only the user themself or an admin may delete a user",
-                ));
-            }
-            let operation = Operation::for_request(&context, Fingerprint::none());
-            let command = AccountsCommand::Delete(UserRef { user_id });
-            let result = state
-                .dispatcher
-                .submit(&command, operation, &context)
-                .await?;
-            // Seen succeed here: this replica refuses the user's tokens at once, without
-            // waiting for its next revocation fetch.
-            if let crate::dispatch::Submitted::Completed { outcome, .. } = &result
-                && outcome.status == contracts::OutcomeStatus::Succeeded
-            {
-                state.verifier.revoke(user_id);
-            }
-            Ok(submitted(result, OnSuccess::NoContent))
-        }
-        .await,
-    )
+async fn delete(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
+    let user_id = parse_id("user", &id)?;
+    let principal = require(&context, &[])?;
+    if principal.user_id != user_id && principal.role != Role::Admin {
+        return Err(Problem::forbidden(
+            "only the user themself or an admin may delete a user",
+        ));
+    }
+    let operation = Operation::for_request(&context, Fingerprint::none());
+    let command = AccountsCommand::Delete(UserRef { user_id });
+    let result = state
+        .dispatcher
+        .submit(&command, operation, &context)
+        .await?;
+    // Seen succeed here: this replica refuses the user's tokens at once, without
+    // waiting for its next revocation fetch.
+    if let crate::dispatch::Submitted::Completed { outcome, .. } = &result
+        && outcome.status == contracts::OutcomeStatus::Succeeded
+    {
+        state.verifier.revoke(user_id);
+    }
+    Ok(submitted(result, OnSuccess::NoContent))
 }
 
 async fn posts(
@@ -86,16 +73,11 @@ async fn posts(
     state: Shared,
     context: RequestContext,
     params: ListParams,
-) -> Result<Response, Infallible> {
-    respond(
-        async {
-            let user_id = parse_id("user", &id)?;
-            let query = SocialQuery::UserTimeline(UserTimeline {
-                user_id,
-                page: params.page()?,
-            });
-            read(&state, &context, query).await
-        }
-        .await,
-    )
+) -> Result<Response, Problem> {
+    let user_id = parse_id("user", &id)?;
+    let query = SocialQuery::UserTimeline(UserTimeline {
+        user_id,
+        page: params.page()?,
+    });
+    read(&state, &context, query).await
 }
