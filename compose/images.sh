@@ -9,7 +9,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 TAG=${1:-dev}
 BASE=local/debian:bookworm
-IMAGES=(gateway accounts social catalog dlq loadgen)
+# One image per binary: the services of the service table (`./dev images` passes them)
+# and the tools.
+read -r -a IMAGES <<<"${SWITCHYARD_IMAGES:-gateway accounts social catalog dlq loadgen}"
 WORK=${SWITCHYARD_IMAGE_WORK:-/var/tmp/switchyard-images}
 
 say() { echo "images: $*"; }

@@ -7,7 +7,7 @@
 #   checkov (skips in checkov.yaml), yamllint, shellcheck;
 #   PromQL in the AnalysisTemplates and the PrometheusRule: validate/promql.mjs;
 #   the PrometheusRule equals the one generated from observability/prometheus/rules/;
-#   the RabbitMQ permissions equal the ones ./dev grants.
+#   the RabbitMQ permissions equal the ones ./dev grants (compose/rabbitmq/permissions.tsv).
 # Installs its pinned tools (k8s/tools/) into .dev/k8s-tools on first use. Needs kubectl
 # (kustomize), promtool, python3 (venv), node and npm. One line per check; exit 1 if any
 # check fails.
@@ -224,14 +224,14 @@ check "PrometheusRule = observability/prometheus/rules/ (gen-prometheusrule.py -
   "$VENV/bin/python" k8s/gen-prometheusrule.py --check
 
 # --- RabbitMQ permissions ------------------------------------------------------------
-# The same regular expressions as `rabbitmq_permissions` in ./dev, for every service.
+# The same regular expressions as ./dev grants on one machine (compose/rabbitmq/permissions.tsv),
+# for every service of the service table (`./dev services`).
 permissions() {
-  local fn svc want got
-  fn="$(sed -n '/^rabbitmq_permissions() {/,/^}/p' dev)"
-  [[ -n $fn ]] || { echo "no rabbitmq_permissions function in ./dev"; return 1; }
-  eval "$fn"
-  for svc in gateway accounts catalog social; do
-    want="$(rabbitmq_permissions "$svc")"
+  local svc want got services
+  services="$("$ROOT/dev" services | cut -f1)" || { echo "./dev services failed"; return 1; }
+  for svc in $services; do
+    want="$(awk -F'\t' -v s="$svc" '$1 == s { print $2, $3, $4 }' compose/rabbitmq/permissions.tsv)"
+    [[ -n $want ]] || { echo "$svc: no row in compose/rabbitmq/permissions.tsv"; return 1; }
     got="$("$VENV/bin/python" -c '
 import sys, yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
@@ -243,9 +243,9 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
       return 1
     fi
   done
-  echo "gateway, accounts, catalog, social"
+  echo "$services" | paste -sd, -
 }
-check "RabbitMQ permissions = ./dev rabbitmq_permissions" permissions
+check "RabbitMQ permissions = compose/rabbitmq/permissions.tsv, per service of the table" permissions
 
 if [[ $failed -ne 0 ]]; then
   echo "k8s/check.sh: some checks failed"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Live dashboard test (issue 5): every Grafana panel's query must return data.
 #
-# Starts its own copy of the four services (debug build) under a fresh queue prefix and
+# Starts its own copy of every service of the service table (`./dev services`, debug
+# build), each with the environment its row asks for, under a fresh queue prefix and
 # fresh databases, the Debian exporters the host dashboard needs, and Debian's prometheus
 # with observability/prometheus/prometheus.yml rewritten to this stack's ports (2 s scrapes,
 # relabelling and `service` labels kept); runs ~30 s of load through the gateway; then
@@ -68,8 +69,6 @@ done
 # --- state and cleanup -----------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/panel-test.XXXXXX")
 PREFIX="panel$(od -An -tx1 -N5 /dev/urandom | tr -d ' \n')"
-DB_ACCOUNTS="${PREFIX}_accounts"
-DB_SOCIAL="${PREFIX}_social"
 STARTED=()       # pids of the processes this script started, in start order
 declare -A PID=() # the same, by name
 LOADERS=()       # pids of the load loops
@@ -161,39 +160,63 @@ check_alive() {
 $(tail -n 20 "$TMP/$1.log")"
 }
 
-# --- build, ports --------------------------------------------------------------------------
+# --- the service table, build, ports ------------------------------------------------------
+# One line per service (./dev services): name, kind, port, address variable, database,
+# secret variables. Every service of the table runs here, each with the environment its
+# row asks for.
+mapfile -t ROWS < <("$ROOT/dev" services)
+((${#ROWS[@]} > 0)) || die "./dev services listed no service"
+SERVICE_NAMES=()
+declare -A KIND=() HOME_PORT=() ADDR_VAR=() STORE=() SECRETS=()
+for row in "${ROWS[@]}"; do
+  IFS=$'\t' read -r name kind port addr_var store secrets <<<"$row"
+  SERVICE_NAMES+=("$name")
+  KIND[$name]=$kind HOME_PORT[$name]=$port ADDR_VAR[$name]=$addr_var STORE[$name]=$store SECRETS[$name]=$secrets
+done
+GATEWAY=""
+for name in "${SERVICE_NAMES[@]}"; do [[ ${KIND[$name]} == gateway ]] && GATEWAY=$name; done
+[[ -n $GATEWAY ]] || die "the service table has no gateway"
+
 say "cargo build --bins (debug)"
 command -v cargo >/dev/null 2>&1 || PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"
 cargo build --bins </dev/null || die "cargo build --bins failed"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ $TARGET == /* ]] || TARGET="$ROOT/$TARGET"
 BIN="$TARGET/debug"
-for s in gateway catalog accounts social; do [[ -x $BIN/$s ]] || die "no binary $BIN/$s"; done
+for s in "${SERVICE_NAMES[@]}"; do [[ -x $BIN/$s ]] || die "no binary $BIN/$s"; done
 
-# Eight distinct free loopback ports, none that a developer's `./dev up` stack may use.
-read -r P_GATEWAY P_CATALOG P_ACCOUNTS P_SOCIAL P_PROM P_NODE P_PG P_MONGO < <(python3 -c '
-import socket
-reserved = {8080, 9090, 9093, 9100, 9101, 9102, 9103, 9187, 9216, 15672, 15692}
+# Distinct free loopback ports (one per service, then Prometheus and three exporters), none
+# that a developer's `./dev up` stack may use.
+read -r -a FREE < <(python3 -c '
+import socket, sys
+want, reserved = int(sys.argv[1]), {int(p) for p in sys.argv[2:]}
 socks, ports = [], []
-while len(ports) < 8:
+while len(ports) < want:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
     if s.getsockname()[1] not in reserved:
         ports.append(s.getsockname()[1])
-print(*ports)')
-GW="http://127.0.0.1:$P_GATEWAY"
+print(*ports)' $((${#SERVICE_NAMES[@]} + 4)) 9090 9093 9100 9187 9216 15672 15692 "${HOME_PORT[@]}")
+declare -A PORT=()
+i=0
+for name in "${SERVICE_NAMES[@]}"; do PORT[$name]=${FREE[i]}; i=$((i + 1)); done
+P_PROM=${FREE[i]} P_NODE=${FREE[i + 1]} P_PG=${FREE[i + 2]} P_MONGO=${FREE[i + 3]}
+GW="http://127.0.0.1:${PORT[$GATEWAY]}"
 PROM="http://127.0.0.1:$P_PROM"
 
 # --- databases, admin, services -----------------------------------------------------------
-say "prefix $PREFIX; databases $DB_ACCOUNTS, $DB_SOCIAL; MongoDB database $PREFIX"
-for db in "$DB_ACCOUNTS" "$DB_SOCIAL"; do
+for name in "${SERVICE_NAMES[@]}"; do
+  [[ ${STORE[$name]} == postgres ]] || continue
+  db="${PREFIX}_$name"
   DATABASES+=("$db")
   psql_admin -c "CREATE DATABASE \"$db\"" || die "cannot create database $db"
 done
+say "prefix $PREFIX; databases ${DATABASES[*]}; MongoDB database $PREFIX"
 
 OPERATION_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 ACTOR_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TMP/key-encryption.key")
 ADMIN_PASSWORD="panel-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"
 COMMON_ENV=(
   SWITCHYARD_AMQP_URL="$AMQP_URL"
@@ -205,38 +228,54 @@ COMMON_ENV=(
   SWITCHYARD_POSTGRES_POOL=4
   SWITCHYARD_ACTOR_KEY="$ACTOR_KEY"
 )
-ACCOUNTS_ENV=(SWITCHYARD_HEALTH_ADDR="127.0.0.1:$P_ACCOUNTS"
-  SWITCHYARD_KEY_ENCRYPTION_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-  SWITCHYARD_POSTGRES_URL="$PG_BASE/$DB_ACCOUNTS")
+
+# service_env NAME: sets SERVICE_ENV to NAME's environment, from its row of the table.
+service_env() {
+  local name=$1 secret
+  SERVICE_ENV=("${COMMON_ENV[@]}" "${ADDR_VAR[$name]}=127.0.0.1:${PORT[$name]}")
+  case ${STORE[$name]} in
+    postgres) SERVICE_ENV+=(SWITCHYARD_POSTGRES_URL="$PG_BASE/${PREFIX}_$name") ;;
+    mongo) SERVICE_ENV+=(SWITCHYARD_MONGO_URL="$MONGO_URL" SWITCHYARD_MONGO_DB="$PREFIX") ;;
+  esac
+  for secret in ${SECRETS[$name]//,/ }; do
+    case $secret in
+      -) ;;
+      SWITCHYARD_OPERATION_KEY) SERVICE_ENV+=("$secret=$OPERATION_KEY") ;;
+      SWITCHYARD_KEY_ENCRYPTION_KEY_FILE) SERVICE_ENV+=("$secret=$TMP/key-encryption.key") ;;
+      *) die "no value for $name's secret $secret" ;;
+    esac
+  done
+  # Rate limits out of the way: the load loops below are one client.
+  if [[ ${KIND[$name]} == gateway ]]; then
+    SERVICE_ENV+=(SWITCHYARD_RATE_LIMIT_IP_RATE=100000 SWITCHYARD_RATE_LIMIT_IP_BURST=100000
+      SWITCHYARD_RATE_LIMIT_USER_RATE=100000 SWITCHYARD_RATE_LIMIT_USER_BURST=100000
+      SWITCHYARD_RATE_LIMIT_AUTH_RATE=100000 SWITCHYARD_RATE_LIMIT_AUTH_BURST=100000)
+  fi
+}
 
 BROKER_USED=1
+service_env accounts
 printf '%s\n' "$ADMIN_PASSWORD" |
-  timeout "$DEADLINE" env "${COMMON_ENV[@]}" "${ACCOUNTS_ENV[@]}" \
+  timeout "$DEADLINE" env "${SERVICE_ENV[@]}" \
     "$BIN/accounts" create-admin --email "$ADMIN_EMAIL" --name Admin >"$TMP/create-admin.log" 2>&1 ||
   die "accounts create-admin failed: $(tail -n 5 "$TMP/create-admin.log")"
 
 MONGO_USED=1
-start accounts env "${COMMON_ENV[@]}" "${ACCOUNTS_ENV[@]}" "$BIN/accounts"
-start social env "${COMMON_ENV[@]}" SWITCHYARD_HEALTH_ADDR="127.0.0.1:$P_SOCIAL" \
-  SWITCHYARD_POSTGRES_URL="$PG_BASE/$DB_SOCIAL" "$BIN/social"
-start catalog env "${COMMON_ENV[@]}" SWITCHYARD_HEALTH_ADDR="127.0.0.1:$P_CATALOG" \
-  SWITCHYARD_MONGO_URL="$MONGO_URL" SWITCHYARD_MONGO_DB="$PREFIX" "$BIN/catalog"
-start gateway env "${COMMON_ENV[@]}" SWITCHYARD_HTTP_ADDR="127.0.0.1:$P_GATEWAY" \
-  SWITCHYARD_OPERATION_KEY="$OPERATION_KEY" \
-  SWITCHYARD_RATE_LIMIT_IP_RATE=100000 SWITCHYARD_RATE_LIMIT_IP_BURST=100000 \
-  SWITCHYARD_RATE_LIMIT_USER_RATE=100000 SWITCHYARD_RATE_LIMIT_USER_BURST=100000 \
-  SWITCHYARD_RATE_LIMIT_AUTH_RATE=100000 SWITCHYARD_RATE_LIMIT_AUTH_BURST=100000 \
-  "$BIN/gateway"
+for name in "${SERVICE_NAMES[@]}"; do
+  service_env "$name"
+  start "$name" env "${SERVICE_ENV[@]}" "$BIN/$name"
+done
 
 ready() { # NAME URL
   check_alive "$1"
   [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2" 2>/dev/null) == 200 ]]
 }
-wait_for "accounts /readyz" ready accounts "http://127.0.0.1:$P_ACCOUNTS/readyz"
-wait_for "social /readyz" ready social "http://127.0.0.1:$P_SOCIAL/readyz"
-wait_for "catalog /readyz" ready catalog "http://127.0.0.1:$P_CATALOG/readyz"
-wait_for "gateway /readyz" ready gateway "$GW/readyz"
-say "services ready: gateway :$P_GATEWAY, catalog :$P_CATALOG, accounts :$P_ACCOUNTS, social :$P_SOCIAL"
+listening=()
+for name in "${SERVICE_NAMES[@]}"; do
+  wait_for "$name /readyz" ready "$name" "http://127.0.0.1:${PORT[$name]}/readyz"
+  listening+=("$name :${PORT[$name]}")
+done
+say "services ready: ${listening[*]}"
 
 # --- exporters and prometheus --------------------------------------------------------------
 start node-exporter prometheus-node-exporter --web.listen-address="127.0.0.1:$P_NODE" \
@@ -246,12 +285,13 @@ start postgres-exporter env DATA_SOURCE_NAME="postgresql://postgres${PGPASSWORD:
 start mongodb-exporter prometheus-mongodb-exporter -mongodb.uri="$MONGO_URL" \
   -web.listen-address="127.0.0.1:$P_MONGO" -logtostderr -log_dir="$TMP"
 
+SERVICE_MAP=()
+for name in "${SERVICE_NAMES[@]}"; do SERVICE_MAP+=("127.0.0.1:${HOME_PORT[$name]}=127.0.0.1:${PORT[$name]}"); done
 # The production config with this stack's addresses. Every target must be mapped (a new
 # job fails here instead of scraping a developer's stack); jobs whose scrape_timeout is
 # above the test's 2 s interval get interval = timeout. Prints those slow jobs' names.
 SLOW_JOBS=$(python3 - "$HERE/prometheus/prometheus.yml" "$TMP/prometheus.yml" \
-  "127.0.0.1:8080=127.0.0.1:$P_GATEWAY" "127.0.0.1:9101=127.0.0.1:$P_CATALOG" \
-  "127.0.0.1:9102=127.0.0.1:$P_ACCOUNTS" "127.0.0.1:9103=127.0.0.1:$P_SOCIAL" \
+  "${SERVICE_MAP[@]}" \
   "127.0.0.1:15692=$RMQ_PROM" "127.0.0.1:9100=127.0.0.1:$P_NODE" \
   "127.0.0.1:9187=127.0.0.1:$P_PG" "127.0.0.1:9216=127.0.0.1:$P_MONGO" <<'EOF'
 import os, sys, yaml

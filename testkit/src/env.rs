@@ -1,5 +1,6 @@
 //! Where the test dependencies run: `./dev deps` starts them at these defaults, and
-//! `./dev test` exports the `SWITCHYARD_TEST_*` variables.
+//! `./dev test` exports the `SWITCHYARD_TEST_*` variables; the defaults are the service
+//! table's (`stack::deps`).
 
 fn var_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -7,26 +8,17 @@ fn var_or(name: &str, default: &str) -> String {
 
 /// RabbitMQ.
 pub fn amqp_url() -> String {
-    var_or(
-        "SWITCHYARD_TEST_AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-    )
+    var_or("SWITCHYARD_TEST_AMQP_URL", stack::deps::AMQP_URL)
 }
 
 /// RabbitMQ's management API (queue listings, closing connections).
 pub fn management_url() -> String {
-    var_or(
-        "SWITCHYARD_TEST_RABBITMQ_API",
-        "http://guest:guest@127.0.0.1:15672/api",
-    )
+    var_or("SWITCHYARD_TEST_RABBITMQ_API", stack::deps::MANAGEMENT_URL)
 }
 
 /// The PostgreSQL server, as its superuser (tests create databases of their own).
 pub fn postgres_url() -> String {
-    var_or(
-        "SWITCHYARD_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    )
+    var_or("SWITCHYARD_TEST_POSTGRES_URL", stack::deps::POSTGRES_URL)
 }
 
 /// The URL of database `name` on the test PostgreSQL server.
@@ -40,5 +32,5 @@ pub fn database_url(name: &str) -> String {
 
 /// The MongoDB server (the wire-protocol stand-in here).
 pub fn mongo_url() -> String {
-    var_or("SWITCHYARD_TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
+    var_or("SWITCHYARD_TEST_MONGO_URL", stack::deps::MONGO_URL)
 }
