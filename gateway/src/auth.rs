@@ -216,10 +216,10 @@ impl Verifier {
                     tracing::warn!(%error, "accounts answered an unreadable revocation list");
                     interval
                 }
-                Err(problem) => {
+                Err(error) => {
                     failures = failures.saturating_add(1);
                     if failures == 1 || failures.is_multiple_of(30) {
-                        tracing::warn!(detail = %problem.detail, "cannot fetch token revocations from accounts");
+                        tracing::warn!(%error, "cannot fetch token revocations from accounts");
                     }
                     interval.min(Duration::from_millis(500))
                 }
@@ -317,10 +317,10 @@ impl Verifier {
                         Duration::from_secs(5)
                     }
                 },
-                Err(problem) => {
+                Err(error) => {
                     failures = failures.saturating_add(1);
                     if failures == 1 || failures.is_multiple_of(30) {
-                        tracing::warn!(detail = %problem.detail, "cannot fetch token keys from accounts");
+                        tracing::warn!(%error, "cannot fetch token keys from accounts");
                     }
                     Duration::from_millis(if self.has_keys() { 5_000 } else { 500 })
                 }

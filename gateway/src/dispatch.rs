@@ -1,5 +1,6 @@
 //! From HTTP to the bus: publishing commands (and waiting for their outcome when asked),
-//! and asking queries.
+//! and asking queries. Failures are [`DispatchError`]s, in the bus's terms; only `routes/`
+//! turns them into problem+json.
 
 use std::time::Duration;
 
@@ -11,7 +12,67 @@ use uuid::Uuid;
 use crate::breaker::{Breakers, Ended};
 use crate::context::RequestContext;
 use crate::operation_id::{Fingerprint, OperationIds};
-use crate::problem::Problem;
+
+/// Why a command or query got no answer to give the client (a business refusal is
+/// `Rejected`; the rest are the bus's and the services' failures).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The message could not be encoded.
+    #[error("cannot encode {0}")]
+    Encode(String),
+    /// The publish certainly did not reach a queue: retrying is safe.
+    #[error("{service}: {error}")]
+    NotSent {
+        /// The service the message was for.
+        service: String,
+        /// Why.
+        error: PublishError,
+    },
+    /// The command may have reached the broker although its publish failed (no confirm in
+    /// time, or the channel died after sending).
+    #[error("command {operation_id} unconfirmed: {error}")]
+    OutcomeUnknown {
+        /// The public operation id, to poll or retry with the same key.
+        operation_id: String,
+        /// Why.
+        error: PublishError,
+    },
+    /// The service's breaker is open: it is not asked for a while.
+    #[error("{service} is not answering; not asked for {retry_after:?}")]
+    CircuitOpen {
+        /// The service.
+        service: String,
+        /// When it is asked again.
+        retry_after: Duration,
+    },
+    /// No answer within the query timeout.
+    #[error("no answer from {service} within {after:?}")]
+    Timeout {
+        /// The service.
+        service: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The service refused (a business rule, not found, forbidden…).
+    #[error("{}", .0.detail)]
+    Rejected(contracts::Rejection),
+    /// The service answered with something that is not a reply.
+    #[error("the service answered with something unreadable")]
+    Unreadable,
+    /// An operation id this gateway did not issue.
+    #[error("operation {0} does not exist")]
+    UnknownOperation(String),
+    /// An `Idempotency-Key` reused for a different request.
+    #[error("{KEY_REUSED}")]
+    KeyReused {
+        /// The operation the key names.
+        operation_id: String,
+    },
+}
+
+/// What a client is told when it reuses an `Idempotency-Key` for another request.
+pub const KEY_REUSED: &str =
+    "this Idempotency-Key was already used for a different request; use a new key";
 
 /// Namespace for operation ids derived from an `Idempotency-Key`.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_6f0e_9a2b_4c3d_8e7f_a1b2_c3d4_e5f6);
@@ -120,7 +181,7 @@ impl Dispatcher {
         command: &C,
         operation: Operation,
         context: &RequestContext,
-    ) -> Result<Submitted, Problem> {
+    ) -> Result<Submitted, DispatchError> {
         let service = C::SERVICE;
         let fingerprint = operation.fingerprint;
         let operation_id = self.ids.issue(operation.id, service, fingerprint);
@@ -138,7 +199,7 @@ impl Dispatcher {
         }
         let operation = operation.id;
         let mut message = Encoded::new(command, operation)
-            .map_err(|e| Problem::bad_request(format!("cannot encode command: {e}")))?;
+            .map_err(|e| DispatchError::Encode(format!("command: {e}")))?;
         let envelope = &mut message.envelope;
         // One command per operation: its message id is the operation id, so a retried
         // request (same Idempotency-Key) is recognised by the worker's inbox.
@@ -155,25 +216,31 @@ impl Dispatcher {
         envelope.request_id = Some(context.request_id.clone());
         envelope.traceparent = context.traceparent.clone();
         let wait = context.wait.filter(|w| !w.is_zero());
-        let command_problem = |error: PublishError| {
-            let mut problem = publish_problem(service, &error);
+        let command_error = |error: PublishError| {
             if error.may_have_arrived() {
-                problem = Problem::outcome_unknown(&operation_id, &error);
+                DispatchError::OutcomeUnknown {
+                    operation_id: operation_id.clone(),
+                    error,
+                }
+            } else {
+                DispatchError::NotSent {
+                    service: service.to_owned(),
+                    error,
+                }
             }
-            problem
         };
         let Some(wait) = wait else {
             self.bus
                 .publish_command(&message)
                 .await
-                .map_err(command_problem)?;
+                .map_err(command_error)?;
             return Ok(Submitted::Accepted { operation_id });
         };
         let waiter = self
             .bus
             .publish_command_awaiting_outcome(&message)
             .await
-            .map_err(command_problem)?;
+            .map_err(command_error)?;
         let Some(reply) = waiter.wait(wait).await else {
             return Ok(Submitted::Accepted { operation_id });
         };
@@ -194,14 +261,14 @@ impl Dispatcher {
     }
 
     /// Asks a query of the service that owns it and returns the answer's body; a
-    /// rejection becomes its problem.
+    /// rejection is [`DispatchError::Rejected`].
     pub async fn query<Q: Message>(
         &self,
         query: &Q,
         context: &RequestContext,
-    ) -> Result<Value, Problem> {
+    ) -> Result<Value, DispatchError> {
         let mut message = Encoded::new(query, Uuid::now_v7())
-            .map_err(|e| Problem::bad_request(format!("cannot encode query: {e}")))?;
+            .map_err(|e| DispatchError::Encode(format!("query: {e}")))?;
         stamp(&mut message.envelope, context);
         let attempt = self.attempt(Q::SERVICE)?;
         let reply = self.bus.query(&message, self.query_timeout).await;
@@ -216,12 +283,12 @@ impl Dispatcher {
         service: &str,
         operation: Uuid,
         context: &RequestContext,
-    ) -> Result<Value, Problem> {
+    ) -> Result<Value, DispatchError> {
         let routing_key = format!("{service}.{}", contracts::common::OPERATION_GET);
         let body = serde_json::to_vec(&serde_json::json!({
             "type": routing_key, "operation_id": operation,
         }))
-        .map_err(|e| Problem::bad_request(format!("cannot encode query: {e}")))?;
+        .map_err(|e| DispatchError::Encode(format!("query: {e}")))?;
         let mut envelope = Envelope::new(
             &routing_key,
             contracts::common::OPERATION_GET_VERSION,
@@ -248,10 +315,13 @@ impl Dispatcher {
     }
 
     /// Permission from `service`'s breaker to ask it something.
-    fn attempt(&self, service: &str) -> Result<crate::breaker::Attempt, Problem> {
+    fn attempt(&self, service: &str) -> Result<crate::breaker::Attempt, DispatchError> {
         self.breakers
             .attempt(service)
-            .map_err(|retry_after| Problem::circuit_open(service, retry_after))
+            .map_err(|retry_after| DispatchError::CircuitOpen {
+                service: service.to_owned(),
+                retry_after,
+            })
     }
 
     /// The state of an operation: the owning service's recorded outcome, or `accepted` for
@@ -260,20 +330,18 @@ impl Dispatcher {
         &self,
         public_id: &str,
         context: &RequestContext,
-    ) -> Result<Value, Problem> {
+    ) -> Result<Value, DispatchError> {
         let Some((uuid, service, fingerprint)) = self.ids.verify(public_id) else {
-            return Err(Problem::not_found(format!(
-                "operation {public_id} does not exist"
-            )));
+            return Err(DispatchError::UnknownOperation(public_id.to_owned()));
         };
         match self.outcome(&service, uuid, context).await? {
             Some(outcome) => match check_fingerprint(public_id, fingerprint, &outcome) {
                 Ok(()) => Ok(operation_view(public_id, &outcome)),
                 // This request lost to another one with the same key: it was not applied.
-                Err(problem) => Ok(serde_json::json!({
+                Err(error) => Ok(serde_json::json!({
                     "operation_id": public_id,
                     "status": "rejected",
-                    "rejection": {"kind": "invalid", "detail": problem.detail},
+                    "rejection": {"kind": "invalid", "detail": error.to_string()},
                 })),
             },
             None => Ok(serde_json::json!({"operation_id": public_id, "status": "accepted"})),
@@ -286,13 +354,15 @@ impl Dispatcher {
         service: &str,
         uuid: Uuid,
         context: &RequestContext,
-    ) -> Result<Option<Outcome>, Problem> {
+    ) -> Result<Option<Outcome>, DispatchError> {
         match self.ask_operation(service, uuid, context).await {
-            Ok(outcome) => serde_json::from_value(outcome).map(Some).map_err(|_| {
-                Problem::unavailable("the service answered with something unreadable")
-            }),
-            Err(problem) if problem.status == 404 => Ok(None),
-            Err(problem) => Err(problem),
+            Ok(outcome) => serde_json::from_value(outcome)
+                .map(Some)
+                .map_err(|_| DispatchError::Unreadable),
+            Err(DispatchError::Rejected(r)) if r.kind == contracts::RejectionKind::NotFound => {
+                Ok(None)
+            }
+            Err(error) => Err(error),
         }
     }
 
@@ -317,37 +387,39 @@ fn stamp(envelope: &mut Envelope, context: &RequestContext) {
     envelope.traceparent = context.traceparent.clone();
 }
 
-/// A query's reply (or why there is none) as the answer's body or a problem, telling the
+/// A query's reply (or why there is none) as the answer's body or an error, telling the
 /// breaker how the attempt ended.
 fn answer(
     service: &str,
     attempt: crate::breaker::Attempt,
     reply: Result<Reply, ReplyError>,
-) -> Result<Value, Problem> {
+) -> Result<Value, DispatchError> {
     let reply = match reply {
         Ok(reply) => {
             attempt.finish(Ended::Answered);
             reply
         }
-        Err(ReplyError::Publish(e)) => {
+        Err(ReplyError::Publish(error)) => {
             attempt.finish(Ended::Abandoned);
-            return Err(publish_problem(service, &e));
+            return Err(DispatchError::NotSent {
+                service: service.to_owned(),
+                error,
+            });
         }
-        Err(ReplyError::Timeout(t)) => {
+        Err(ReplyError::Timeout(after)) => {
             attempt.finish(Ended::TimedOut);
-            return Err(Problem::timeout(format!(
-                "no answer from {service} within {t:?}"
-            )));
+            return Err(DispatchError::Timeout {
+                service: service.to_owned(),
+                after,
+            });
         }
     };
     match serde_json::from_slice::<QueryReply>(&reply.body) {
         Ok(QueryReply::Ok { body }) => Ok(body),
-        Ok(QueryReply::Rejected { rejection }) => Err(Problem::from_rejection(&rejection)),
+        Ok(QueryReply::Rejected { rejection }) => Err(DispatchError::Rejected(rejection)),
         Err(error) => {
             tracing::warn!(%error, "malformed query reply");
-            Err(Problem::unavailable(
-                "the service answered with something unreadable",
-            ))
+            Err(DispatchError::Unreadable)
         }
     }
 }
@@ -358,20 +430,16 @@ fn check_fingerprint(
     operation_id: &str,
     fingerprint: Option<Fingerprint>,
     outcome: &Outcome,
-) -> Result<(), Problem> {
+) -> Result<(), DispatchError> {
     let (Some(mine), Some(recorded)) = (fingerprint, outcome.request_fingerprint.as_deref()) else {
         return Ok(());
     };
     if mine.hex() == recorded {
         return Ok(());
     }
-    let mut problem = Problem::new(
-        warp::http::StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
-        "this Idempotency-Key was already used for a different request; use a new key",
-    );
-    problem.operation_id = Some(operation_id.to_owned());
-    Err(problem)
+    Err(DispatchError::KeyReused {
+        operation_id: operation_id.to_owned(),
+    })
 }
 
 /// The JSON clients see for an operation with an outcome.
@@ -388,26 +456,4 @@ pub fn operation_view(public_id: &str, outcome: &Outcome) -> Value {
         view["resource"] = resource.clone();
     }
     view
-}
-
-/// The 503 for a publish that certainly did not reach a queue: retrying is safe.
-fn publish_problem(service: &str, error: &PublishError) -> Problem {
-    match error {
-        PublishError::Unroutable(_) => {
-            tracing::warn!(service, "command unroutable: no queue bound");
-            Problem::unavailable(format!(
-                "the {service} service is not accepting requests; nothing was applied"
-            ))
-        }
-        PublishError::Blocked(reason) => {
-            tracing::warn!(service, %reason, "publish refused: the broker blocks publishers");
-            Problem::unavailable(format!(
-                "the message broker is refusing new messages ({reason}); nothing was applied"
-            ))
-        }
-        other => {
-            tracing::warn!(service, error = %other, "publish failed");
-            Problem::unavailable("the message broker is unavailable; nothing was applied")
-        }
-    }
 }

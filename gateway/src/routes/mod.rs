@@ -22,9 +22,10 @@ use warp::{Filter, Rejection, Reply};
 use contracts::Message;
 
 use crate::context::RequestContext;
-use crate::dispatch::{Dispatcher, Operation, Submitted, operation_view};
+use crate::dispatch::{DispatchError, Dispatcher, Operation, Submitted, operation_view};
 use crate::operation_id::Fingerprint;
 use crate::problem::{self, Problem};
+use platform::bus::PublishError;
 
 /// What handlers share.
 pub struct State {
@@ -534,6 +535,62 @@ fn serde_urlencoded_like(raw: &str) -> Result<ListParams, String> {
     Ok(params)
 }
 
+/// The problem+json for a dispatch that failed: the one place the bus's failures get their
+/// HTTP status, type and retry advice.
+impl From<DispatchError> for Problem {
+    fn from(error: DispatchError) -> Self {
+        match error {
+            DispatchError::Encode(detail) => {
+                Problem::bad_request(format!("cannot encode {detail}"))
+            }
+            DispatchError::NotSent { service, error } => publish_problem(&service, &error),
+            DispatchError::OutcomeUnknown {
+                operation_id,
+                error,
+            } => Problem::outcome_unknown(&operation_id, &error),
+            DispatchError::CircuitOpen {
+                service,
+                retry_after,
+            } => Problem::circuit_open(&service, retry_after),
+            error @ DispatchError::Timeout { .. } => Problem::timeout(error.to_string()),
+            DispatchError::Rejected(rejection) => Problem::from_rejection(&rejection),
+            error @ DispatchError::Unreadable => Problem::unavailable(error.to_string()),
+            error @ DispatchError::UnknownOperation(_) => Problem::not_found(error.to_string()),
+            DispatchError::KeyReused { operation_id } => {
+                let mut problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    crate::dispatch::KEY_REUSED,
+                );
+                problem.operation_id = Some(operation_id);
+                problem
+            }
+        }
+    }
+}
+
+/// The 503 for a publish that certainly did not reach a queue: retrying is safe.
+fn publish_problem(service: &str, error: &PublishError) -> Problem {
+    match error {
+        PublishError::Unroutable(_) => {
+            tracing::warn!(service, "command unroutable: no queue bound");
+            Problem::unavailable(format!(
+                "the {service} service is not accepting requests; nothing was applied"
+            ))
+        }
+        PublishError::Blocked(reason) => {
+            tracing::warn!(service, %reason, "publish refused: the broker blocks publishers");
+            Problem::unavailable(format!(
+                "the message broker is refusing new messages ({reason}); nothing was applied"
+            ))
+        }
+        other => {
+            tracing::warn!(service, error = %other, "publish failed");
+            Problem::unavailable("the message broker is unavailable; nothing was applied")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,5 +617,64 @@ mod tests {
         assert!(serde_urlencoded_like("limit=x").is_err());
         assert!(serde_urlencoded_like("page=2").is_err());
         assert!(serde_urlencoded_like("").unwrap().limit.is_none());
+    }
+
+    #[test]
+    fn every_dispatch_error_has_its_status_and_retry_advice() {
+        let problem = |e: DispatchError| Problem::from(e);
+        let unsent = problem(DispatchError::NotSent {
+            service: "social".into(),
+            error: PublishError::Unroutable("social.post.create".into()),
+        });
+        assert_eq!(
+            (unsent.status, unsent.kind, unsent.retry_after),
+            (503, "unavailable", Some(1))
+        );
+        assert!(
+            unsent.detail.contains("nothing was applied"),
+            "{}",
+            unsent.detail
+        );
+        let unknown = problem(DispatchError::OutcomeUnknown {
+            operation_id: "op".into(),
+            error: PublishError::Timeout(Duration::from_secs(5)),
+        });
+        assert_eq!((unknown.status, unknown.kind), (503, "outcome-unknown"));
+        assert_eq!(unknown.operation_id.as_deref(), Some("op"));
+        let open = problem(DispatchError::CircuitOpen {
+            service: "catalog".into(),
+            retry_after: Duration::from_millis(2_500),
+        });
+        assert_eq!((open.status, open.retry_after), (503, Some(3)));
+        let timeout = problem(DispatchError::Timeout {
+            service: "catalog".into(),
+            after: Duration::from_secs(5),
+        });
+        assert_eq!((timeout.status, timeout.kind), (504, "timeout"));
+        let rejected = problem(DispatchError::Rejected(contracts::Rejection {
+            kind: contracts::RejectionKind::Conflict,
+            detail: "code taken".into(),
+        }));
+        assert_eq!(
+            (rejected.status, rejected.detail.as_str()),
+            (409, "code taken")
+        );
+        assert_eq!(problem(DispatchError::Unreadable).status, 503);
+        assert_eq!(
+            problem(DispatchError::UnknownOperation("x".into())).status,
+            404
+        );
+        assert_eq!(
+            problem(DispatchError::Encode("query: x".into())).status,
+            400
+        );
+        let reused = problem(DispatchError::KeyReused {
+            operation_id: "op".into(),
+        });
+        assert_eq!(
+            (reused.status, reused.kind),
+            (422, "idempotency-key-reused")
+        );
+        assert_eq!(reused.operation_id.as_deref(), Some("op"));
     }
 }

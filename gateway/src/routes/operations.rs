@@ -20,9 +20,6 @@ pub(super) fn routes(state: Shared) -> BoxedFilter<(Response,)> {
 }
 
 async fn get(id: String, state: Shared, context: RequestContext) -> Result<Response, Problem> {
-    state
-        .dispatcher
-        .operation(&id, &context)
-        .await
-        .map(|view| json(StatusCode::OK, &view))
+    let view = state.dispatcher.operation(&id, &context).await?;
+    Ok(json(StatusCode::OK, &view))
 }
