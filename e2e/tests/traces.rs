@@ -6,10 +6,6 @@
 // Test code: a panic is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,7 +106,7 @@ async fn creating_a_course_is_one_trace_from_the_gateway_through_catalog_to_soci
         log: None,
     };
     let telemetry = platform::telemetry::init_with("switchyard-test", &config);
-    let app = helpers::spawn_app().await;
+    let app = e2e::spawn_app().await;
     let (teacher_id, token) = app.user("Tracy", "teacher").await;
 
     let response = app

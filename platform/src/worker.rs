@@ -166,6 +166,20 @@ impl Worker {
         ));
     }
 
+    /// Runs the outbox relay of `pool` on this worker's bus (a pass every `interval`, and
+    /// whenever a handler wakes it) until shutdown; returns it for the handlers.
+    #[cfg(feature = "pg")]
+    pub fn relay(
+        &mut self,
+        pool: &crate::pg::Pool,
+        interval: Duration,
+    ) -> crate::pg::outbox::Relay {
+        let relay = crate::pg::outbox::Relay::new(pool.clone(), self.bus.clone());
+        let running = relay.clone();
+        self.spawn(move |stop| running.run(interval, stop));
+        relay
+    }
+
     /// Runs a background task (an outbox relay) that must stop when `token` is cancelled;
     /// it is cancelled only after the consumers have drained.
     pub fn spawn<F, Fut>(&mut self, task: F)

@@ -1,7 +1,7 @@
 //! A client for the gateway's HTTP API, as the end-to-end tests drive it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -26,11 +26,14 @@ impl Api {
     pub async fn ready_as(address: SocketAddr, email: &str, password: &str) -> Self {
         let anonymous = Client::new();
         let ready = format!("http://{address}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while anonymous.get(&ready).send().await.map(|r| r.status()).ok() != Some(StatusCode::OK) {
-            assert!(Instant::now() < deadline, "gateway never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::eventually("gateway /readyz", Duration::from_secs(20), || async {
+            match anonymous.get(&ready).send().await {
+                Ok(r) if r.status() == StatusCode::OK => Ok(()),
+                Ok(r) => Err(format!("/readyz answered {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
         let token = login(&anonymous, address, email, password).await;
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Workers, database_url, spawn_custom};
+use e2e::{Workers, database_url, spawn_custom};
 
 /// Runs `rabbitmqctl` through `./dev` (which knows the broker's user, cookie and node).
 fn rabbitmqctl(args: &[&str]) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_EMAIL, Workers, assert_problem, spawn_app, spawn_custom};
+use e2e::{ADMIN_EMAIL, Workers, assert_problem, spawn_app, spawn_custom};
 
 #[tokio::test]
 async fn a_registered_user_logs_in_and_sees_themself() {
@@ -154,7 +154,7 @@ async fn missing_malformed_expired_forged_and_underprivileged_tokens_are_refused
 
     // The real signing key, read from accounts' database, with an expiry in the past.
     let (client, connection) = tokio_postgres::connect(
-        &crate::helpers::database_url(&format!("{}_accounts", app.prefix)),
+        &e2e::database_url(&format!("{}_accounts", app.prefix)),
         tokio_postgres::NoTls,
     )
     .await
@@ -172,7 +172,7 @@ async fn missing_malformed_expired_forged_and_underprivileged_tokens_are_refused
     );
     let vault = accounts::vault::KeyVault::from_source(&std::collections::HashMap::from([(
         "KEY_ENCRYPTION_KEY".to_owned(),
-        crate::helpers::key_encryption_key_hex(),
+        e2e::key_encryption_key_hex(),
     )]))
     .unwrap();
     let der = vault.open(&stored).unwrap().plain;
@@ -336,7 +336,7 @@ async fn a_login_request_is_sealed_and_transient_so_no_password_crosses_the_brok
         )
         .await
         .unwrap();
-    app.login(ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD).await;
+    app.login(ADMIN_EMAIL, e2e::ADMIN_PASSWORD).await;
     let tapped = channel
         .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
         .await
@@ -345,7 +345,7 @@ async fn a_login_request_is_sealed_and_transient_so_no_password_crosses_the_brok
     let properties = &tapped.delivery.properties;
     let body = String::from_utf8_lossy(&tapped.delivery.data);
     assert!(
-        !body.contains(crate::helpers::ADMIN_PASSWORD) && !body.contains(ADMIN_EMAIL),
+        !body.contains(e2e::ADMIN_PASSWORD) && !body.contains(ADMIN_EMAIL),
         "the credentials are sealed: {body}"
     );
     assert_eq!(*properties.delivery_mode(), Some(1), "transient");

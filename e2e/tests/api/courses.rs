@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app};
+use e2e::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn creating_a_course_with_prefer_wait_answers_201_with_the_course() {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, Workers, assert_problem, database_url, spawn_app, spawn_custom};
+use e2e::{TestApp, Workers, assert_problem, database_url, spawn_app, spawn_custom};
 
 /// Publishes a message by hand (as a queued or late message would arrive), confirmed.
 async fn publish<T: Serialize>(
@@ -54,7 +54,7 @@ async fn assert_catalog_refuses(app: &TestApp, actor: &str, role: &str, code: &s
         title: format!("{code} by a {role}"),
         description: String::new(),
     });
-    crate::helpers::sign_actor(&mut envelope, actor, role, &command);
+    e2e::sign_actor(&mut envelope, actor, role, &command);
     publish(
         app,
         "commands",
@@ -204,7 +204,7 @@ async fn a_post_applied_after_its_authors_deletion_is_refused_and_brings_nobody_
         author_name: "Late".into(),
         body: "from beyond".into(),
     });
-    crate::helpers::sign_actor(&mut envelope, &uid, "student", &command);
+    e2e::sign_actor(&mut envelope, &uid, "student", &command);
     publish(
         &app,
         "commands",
@@ -369,7 +369,7 @@ async fn two_commands_with_one_message_id_create_one_course_and_the_other_is_dea
             title: code.into(),
             description: String::new(),
         });
-        crate::helpers::sign_actor(&mut envelope, &admin, "admin", &command);
+        e2e::sign_actor(&mut envelope, &admin, "admin", &command);
         publish(
             &app,
             "commands",
@@ -474,7 +474,7 @@ async fn commands_with_an_actor_the_gateway_did_not_vouch_for_are_dead_lettered(
         contracts::Envelope::new(catalog::commands::COURSE_CREATE, 1, Uuid::now_v7());
     promoted.message_id = promoted.correlation_id;
     let forged2 = course("FORGED2");
-    crate::helpers::sign_actor(&mut promoted, &student, "student", &forged2);
+    e2e::sign_actor(&mut promoted, &student, "student", &forged2);
     promoted.actor_role = Some("admin".into());
     publish(
         &app,

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app};
+use e2e::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn anonymous_registrations_with_the_same_key_and_other_bodies_are_separate_users() {

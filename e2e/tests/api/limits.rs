@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, Workers, assert_problem, spawn_app, spawn_custom};
+use e2e::{TestApp, Workers, assert_problem, spawn_app, spawn_custom};
 
 /// Reads until the server closes the connection (or `limit` passes); returns what it sent
 /// and whether it closed.

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use crate::helpers::{
+use e2e::{
     Workers, amqp_url, assert_problem, connections_of, database_url, drop_connections, spawn_app,
     spawn_configured, spawn_custom,
 };
@@ -411,7 +411,7 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason_and_the_wor
 
 /// Makes the test's social database refuse connections and closes the open ones: to the
 /// worker it looks like PostgreSQL went down.
-async fn social_database(app: &crate::helpers::TestApp, up: bool) {
+async fn social_database(app: &e2e::TestApp, up: bool) {
     let db = format!("{}_social", app.prefix);
     let (client, connection) =
         tokio_postgres::connect(&database_url("postgres"), tokio_postgres::NoTls)
@@ -435,7 +435,7 @@ async fn social_database(app: &crate::helpers::TestApp, up: bool) {
     let _ = task.await;
 }
 
-async fn post_as(app: &crate::helpers::TestApp, token: &str, body: &str) -> Value {
+async fn post_as(app: &e2e::TestApp, token: &str, body: &str) -> Value {
     let response = app
         .client
         .post(app.url("/v1/posts"))
@@ -448,7 +448,7 @@ async fn post_as(app: &crate::helpers::TestApp, token: &str, body: &str) -> Valu
     response.json().await.unwrap()
 }
 
-async fn bodies_on_timeline(app: &crate::helpers::TestApp, uid: &str) -> Vec<String> {
+async fn bodies_on_timeline(app: &e2e::TestApp, uid: &str) -> Vec<String> {
     let page: Value = app
         .get(&format!("/v1/users/{uid}/posts?limit=100"))
         .await

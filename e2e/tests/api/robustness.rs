@@ -12,9 +12,7 @@ use lapin::types::FieldTable;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Workers, assert_problem, spawn_app, spawn_configured, spawn_custom, spawn_with,
-};
+use e2e::{Workers, assert_problem, spawn_app, spawn_configured, spawn_custom, spawn_with};
 
 #[tokio::test]
 async fn the_same_idempotency_key_twice_is_one_operation_and_one_course() {
@@ -59,7 +57,7 @@ async fn a_command_delivered_twice_by_the_broker_has_one_effect() {
     let mut envelope = contracts::Envelope::new(commands::COURSE_CREATE, 1, operation);
     envelope.message_id = operation;
     let me: Value = app.get("/v1/users/me").await.json().await.unwrap();
-    crate::helpers::sign_actor(&mut envelope, me["id"].as_str().unwrap(), "admin", &command);
+    e2e::sign_actor(&mut envelope, me["id"].as_str().unwrap(), "admin", &command);
     let properties = platform::bus::envelope::to_properties(&envelope);
     let body = serde_json::to_vec(&command).unwrap();
     let connection = app.amqp().await;
@@ -349,7 +347,7 @@ async fn a_forged_operation_id_is_404() {
 }
 
 /// Binds a fresh queue to the test's events exchange and consumes it.
-async fn listen_to_events(app: &crate::helpers::TestApp) -> (lapin::Connection, lapin::Consumer) {
+async fn listen_to_events(app: &e2e::TestApp) -> (lapin::Connection, lapin::Consumer) {
     let connection = app.amqp().await;
     let channel = connection.create_channel().await.unwrap();
     let queue = format!("{}.test-events", app.prefix);

@@ -5,9 +5,9 @@ use lapin::options::BasicPublishOptions;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app};
+use e2e::{assert_problem, spawn_app};
 
-async fn post_as(app: &crate::helpers::TestApp, token: &str, body: &str) -> reqwest::Response {
+async fn post_as(app: &e2e::TestApp, token: &str, body: &str) -> reqwest::Response {
     app.anonymous
         .post(app.url("/v1/posts"))
         .bearer_auth(token)
@@ -282,7 +282,7 @@ async fn a_social_command_delivered_twice_makes_one_post() {
     });
     let mut envelope = contracts::Envelope::new(social_commands::POST_CREATE, 1, operation);
     envelope.message_id = operation;
-    crate::helpers::sign_actor(&mut envelope, &uid, "student", &command);
+    e2e::sign_actor(&mut envelope, &uid, "student", &command);
     let properties = platform::bus::envelope::to_properties(&envelope);
     let body = serde_json::to_vec(&command).unwrap();
     let connection = app.amqp().await;

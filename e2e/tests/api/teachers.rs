@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app};
+use e2e::{assert_problem, spawn_app};
 
 #[tokio::test]
 async fn a_teacher_is_created_and_read_back() {

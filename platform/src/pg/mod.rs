@@ -71,6 +71,13 @@ pub fn pool(config: &PgConfig) -> anyhow::Result<Pool> {
     Ok(Pool::builder(manager).max_size(config.pool_size).build()?)
 }
 
+/// A service's database, ready for work: the pool, with every migration applied.
+pub async fn open(config: &PgConfig, migrations: &[migrate::Migration]) -> anyhow::Result<Pool> {
+    let pool = pool(config)?;
+    migrate::run(&pool, migrations).await?;
+    Ok(pool)
+}
+
 /// The whole story of a database error: `Display` of `tokio_postgres::Error` says only
 /// "db error", which helps nobody reading a log.
 pub fn describe(error: &tokio_postgres::Error) -> String {

@@ -6,8 +6,7 @@ use contracts::accounts::{AccountsCommand, AccountsQuery};
 use platform::cli::Service;
 use platform::config::{ConfigError, Source};
 use platform::password;
-use platform::pg::outbox::Relay;
-use platform::pg::{Pool, migrate};
+use platform::pg::Pool;
 use platform::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +46,7 @@ impl Service for Application {
     /// Migrates the database, loads (or creates) the signing key, declares the queues and
     /// starts the health endpoint.
     async fn build(config: AccountsConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let pool = platform::pg::pool(&config.pg)?;
-        migrate::run(&pool, &crate::MIGRATIONS).await?;
+        let pool = platform::pg::open(&config.pg, &crate::MIGRATIONS).await?;
         let keys = Arc::new(KeyRing::load_or_create(&pool, &config.vault).await?);
         let params = config.hash;
         let decoy = tokio::task::spawn_blocking(move || {
@@ -64,7 +62,7 @@ impl Service for Application {
         )
         .await?;
         let metrics = AccountsMetrics::register(worker.bus().metrics());
-        let relay = Relay::new(pool.clone(), worker.bus().clone());
+        let relay = worker.relay(&pool, config.worker.relay_interval);
         worker.commands(CommandHandler::new(
             pool.clone(),
             relay.clone(),
@@ -78,8 +76,6 @@ impl Service for Application {
             decoy,
             metrics,
         ));
-        let interval = config.worker.relay_interval;
-        worker.spawn(move |stop| relay.run(interval, stop));
         Ok(Self { worker, pool })
     }
 

@@ -3,8 +3,7 @@
 use contracts::social::{SocialCommand, SocialQuery};
 use platform::cli::Service;
 use platform::config::{ConfigError, Source};
-use platform::pg::outbox::Relay;
-use platform::pg::{Pool, migrate};
+use platform::pg::Pool;
 use platform::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
@@ -43,8 +42,7 @@ impl Service for Application {
 
     /// Migrates the database, declares the queues and starts the health endpoint.
     async fn build(config: SocialConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let pool = platform::pg::pool(&config.pg)?;
-        migrate::run(&pool, &crate::MIGRATIONS).await?;
+        let pool = platform::pg::open(&config.pg, &crate::MIGRATIONS).await?;
         let mut worker = Worker::start::<SocialCommand, SocialQuery>(
             &config.worker,
             &SUBSCRIPTIONS,
@@ -53,7 +51,7 @@ impl Service for Application {
         )
         .await?;
         let metrics = SocialMetrics::register(worker.bus().metrics());
-        let relay = Relay::new(pool.clone(), worker.bus().clone());
+        let relay = worker.relay(&pool, config.worker.relay_interval);
         worker.commands(CommandHandler::new(
             pool.clone(),
             relay.clone(),
@@ -62,8 +60,6 @@ impl Service for Application {
         ));
         worker.events(EventHandler::new(pool.clone(), relay.clone()));
         worker.queries(QueryHandler::new(pool.clone()));
-        let interval = config.worker.relay_interval;
-        worker.spawn(move |stop| relay.run(interval, stop));
         Ok(Self { worker, pool })
     }
 
