@@ -98,13 +98,19 @@ impl Run<'_> {
         self.note(&format!("{what}: ready after {secs}s"))
     }
 
+    /// The service's supervised process and its pid; an error when it is not running.
+    fn running(&self, service: &Service) -> Result<(Tracked, u32)> {
+        let t = services::tracked(self.paths, service);
+        let pid = t
+            .running()
+            .with_context(|| format!("{} is not running", service.name))?;
+        Ok((t, pid))
+    }
+
     fn inject(&mut self, fault: Fault) -> Result<()> {
         match fault {
             Fault::Kill(service) => {
-                let t = services::tracked(self.paths, service);
-                let pid = t
-                    .running()
-                    .with_context(|| format!("{} is not running", service.name))?;
+                let (_, pid) = self.running(service)?;
                 say!("chaos: kill -9 {} (pid {pid})", service.name);
                 signal(pid, "KILL");
                 if !wait_for(Duration::from_secs(10), || !alive(pid, service.name)) {
@@ -116,10 +122,7 @@ impl Run<'_> {
                 self.wait_ready(&fault.to_string(), t0)
             }
             Fault::Stop(service) => {
-                let t = services::tracked(self.paths, service);
-                let pid = t
-                    .running()
-                    .with_context(|| format!("{} is not running", service.name))?;
+                let (t, pid) = self.running(service)?;
                 say!("chaos: SIGTERM {} (pid {pid})", service.name);
                 let t0 = Instant::now();
                 signal(pid, "TERM");

@@ -7,6 +7,7 @@ macro_rules! say {
     ($($arg:tt)*) => { println!("dev: {}", format!($($arg)*)) };
 }
 
+mod bench;
 mod chaos;
 mod fuzz;
 mod host;
@@ -64,6 +65,14 @@ enum Command {
     /// response that breaks gateway/openapi.json (FUZZ_EXAMPLES, FUZZ_MAX_TIME).
     Fuzz {
         /// 15 examples per operation and phase, at most 45 s (part of ./dev test).
+        #[arg(long)]
+        short: bool,
+    },
+    /// The benchmark on the running stack: the broker's ceiling, the gateway's accept rate
+    /// (social running and paused), end-to-end steps, CPU per message, peak RSS; a table,
+    /// and JSON in .dev/bench/<time>/.
+    Bench {
+        /// Seconds per phase, to prove it works (part of ./dev test); figures mean nothing.
         #[arg(long)]
         short: bool,
     },
@@ -168,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test { stages } => test::run(&paths, &stages),
         Command::Chaos { short } => chaos::run(&paths, short),
         Command::Fuzz { short } => fuzz::run(&paths, short),
+        Command::Bench { short } => bench::run(&paths, short),
         Command::Shellcheck => test::shellcheck(&paths),
         Command::Images { tag } => images::build(&paths, &tag),
         Command::Containers { tag } => images::containers(&paths, &tag),

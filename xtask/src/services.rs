@@ -181,6 +181,53 @@ pub fn supervisor(paths: &Paths) -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the xtask binary")
 }
 
+/// A gateway of its own beside `./dev up`'s (same broker, workers and keys) on `port`,
+/// its pid file and log in `dir`, with the rate limits out of the way of a single client
+/// and `extra` settings on top; waits until it is ready.
+pub fn second_gateway(
+    paths: &Paths,
+    credentials: &Credentials,
+    dir: &Path,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Result<Tracked> {
+    let gateway = stack::gateway();
+    let mut env = credentials.environment(paths, gateway)?;
+    env.retain(|(k, _)| k != gateway.address_variable);
+    env.push((
+        gateway.address_variable.to_owned(),
+        format!("127.0.0.1:{port}"),
+    ));
+    let unlimited = [
+        "SWITCHYARD_RATE_LIMIT_IP_RATE",
+        "SWITCHYARD_RATE_LIMIT_IP_BURST",
+        "SWITCHYARD_RATE_LIMIT_USER_RATE",
+        "SWITCHYARD_RATE_LIMIT_USER_BURST",
+        "SWITCHYARD_RATE_LIMIT_AUTH_RATE",
+        "SWITCHYARD_RATE_LIMIT_AUTH_BURST",
+    ];
+    for (k, v) in unlimited.map(|k| (k, "1000000")).iter().chain(extra) {
+        env.retain(|(name, _)| name != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let tracked = Tracked::new(dir, gateway.name);
+    tracked.start(
+        &supervisor(paths)?,
+        &dir.join("gateway.log"),
+        &paths.release().join(gateway.name),
+        &env,
+        &paths.root,
+    )?;
+    if !wait_for(DEADLINE, || http_status(port, "/readyz") == Some(200)) {
+        tracked.stop(Duration::from_secs(10));
+        bail!(
+            "the second gateway is not ready on :{port} (see {}/gateway.log)",
+            paths.show(dir)
+        );
+    }
+    Ok(tracked)
+}
+
 /// `service`'s `/readyz` answers 200.
 pub fn ready(service: &Service) -> bool {
     http_status(service.port, "/readyz") == Some(200)

@@ -23,19 +23,22 @@ pub enum Stage {
     Deploy,
     /// ./dev fuzz --short.
     Fuzz,
+    /// ./dev bench --short (proves the benchmark runs; asserts nothing about speed).
+    Bench,
     /// ./dev chaos --short (restarts the shared broker and databases: runs late).
     Chaos,
     /// ./dev containers: the images built, the compose core profile verified.
     Containers,
 }
 
-const ALL: [Stage; 8] = [
+const ALL: [Stage; 9] = [
     Stage::Lint,
     Stage::Unit,
     Stage::E2e,
     Stage::Observability,
     Stage::Deploy,
     Stage::Fuzz,
+    Stage::Bench,
     Stage::Chaos,
     Stage::Containers,
 ];
@@ -214,6 +217,10 @@ fn steps(stage: Stage) -> Vec<(&'static str, Step)> {
         Stage::Fuzz => vec![step(
             "./dev fuzz --short (schemathesis: no 5xx, every response as documented)",
             |p, _| crate::fuzz::run(p, true),
+        )],
+        Stage::Bench => vec![step(
+            "./dev bench --short (the benchmark runs end to end; no figure is asserted)",
+            |p, _| crate::bench::run(p, true),
         )],
         Stage::Chaos => vec![step(
             "./dev chaos --short (faults under load; lost = 0 and duplicated = 0)",
