@@ -19,8 +19,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::actor::ActorKey;
+use crate::bus::consumer::BatchHandler;
 use crate::bus::consumer::{self, ConsumerOptions};
-use crate::bus::{Answer, Bus, Handler, Queries};
+use crate::bus::{Answer, Bus, Queries};
 use crate::config::{BusConfig, ConfigError, Source, millis_or, parse_or};
 use crate::healthz::{Health, HealthConfig};
 
@@ -41,13 +42,33 @@ pub struct WorkerSettings {
     /// Outbox relay sweep interval (`RELAY_INTERVAL_MS`; the relay is also woken after
     /// every commit).
     pub relay_interval: Duration,
+    /// Most messages a batching handler takes in one transaction (`BATCH_MAX`).
+    pub batch_max: usize,
+    /// How long a batch waits to fill once it has a message (`BATCH_WINDOW_MS`).
+    pub batch_window: Duration,
 }
 
 impl WorkerSettings {
     /// Reads `HEALTH_ADDR` (default `127.0.0.1:<health_port>`), `GRACE_MS`,
-    /// `RELAY_INTERVAL_MS`, the health thresholds, the actor key and the bus variables.
+    /// `RELAY_INTERVAL_MS`, `BATCH_MAX`, `BATCH_WINDOW_MS`, the health thresholds, the actor
+    /// key and the bus variables.
     pub fn from_source(source: &dyn Source, health_port: u16) -> Result<Self, ConfigError> {
+        let batch_max: usize = parse_or(source, "BATCH_MAX", 32)?;
+        if !(1..=1_000).contains(&batch_max) {
+            return Err(ConfigError::new(
+                "BATCH_MAX",
+                &batch_max.to_string(),
+                "must be 1 to 1000",
+            ));
+        }
         Ok(Self {
+            batch_max,
+            batch_window: millis_or(
+                source,
+                "BATCH_WINDOW_MS",
+                Duration::from_millis(2),
+                0..=1_000,
+            )?,
             bus: BusConfig::from_source(source)?,
             actor_key: ActorKey::from_source(source)?,
             health_addr: parse_or(
@@ -72,6 +93,8 @@ pub struct Worker {
     bus: Bus,
     service: &'static str,
     grace: Duration,
+    batch_max: usize,
+    batch_window: Duration,
     health_addr: SocketAddr,
     work: CancellationToken,
     background_stop: CancellationToken,
@@ -109,6 +132,8 @@ impl Worker {
             bus,
             service,
             grace: settings.grace,
+            batch_max: settings.batch_max,
+            batch_window: settings.batch_window,
             health_addr,
             work: shutdown.child_token(),
             background_stop: CancellationToken::new(),
@@ -128,16 +153,17 @@ impl Worker {
         self.health_addr
     }
 
-    /// Consumes the service's command queue with `handler`; what cannot be handled is
+    /// Consumes the service's command queue with `handler` (a [`crate::bus::Handler`], or
+    /// a batching one such as [`crate::pg::handle::Batched`]); what cannot be handled is
     /// dead-lettered.
-    pub fn commands<H: Handler>(&mut self, handler: H) {
+    pub fn commands<H: BatchHandler>(&mut self, handler: H) {
         let queue = self.bus.topology().command_queue(self.service);
         self.consume(queue, true, handler);
     }
 
     /// Consumes the service's event queue (the events it subscribed to when it declared
     /// its queues) with `handler`; what cannot be handled is dead-lettered.
-    pub fn events<H: Handler>(&mut self, handler: H) {
+    pub fn events<H: BatchHandler>(&mut self, handler: H) {
         let queue = self.bus.topology().event_queue(self.service);
         self.consume(queue, true, handler);
     }
@@ -151,12 +177,14 @@ impl Worker {
     }
 
     /// Consumes `queue` with `handler`. `dead_letters` says whether the queue has a DLQ.
-    fn consume<H: Handler>(&mut self, queue: String, dead_letters: bool, handler: H) {
+    fn consume<H: BatchHandler>(&mut self, queue: String, dead_letters: bool, handler: H) {
         let options = ConsumerOptions {
             queue,
             dead_letters,
             grace: self.grace,
             retry_pause: Duration::from_millis(500),
+            batch_max: self.batch_max,
+            batch_window: self.batch_window,
         };
         self.consumers.spawn(consumer::run(
             self.bus.clone(),

@@ -56,6 +56,9 @@ pub struct Incoming {
     pub reply_to: Option<String>,
     /// The broker has delivered it before (a previous attempt may have had effects).
     pub redelivered: bool,
+    /// Its `process` span (continuing the sender's trace): a batch handler runs each
+    /// message's work in it, so one trace still follows one message.
+    pub span: tracing::Span,
 }
 
 /// What to do with a message once its handler returns.
@@ -103,6 +106,34 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: Incoming) -> impl Future<Output = Disposition> + Send;
 }
 
+/// Handles deliveries a batch at a time (see [`ConsumerOptions::batch_max`]): what lets a
+/// store commit many messages in one transaction. A [`Handler`] is a batch handler that
+/// takes one message at a time.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Handles `messages`, returning one disposition per message, in their order. Must not
+    /// return [`Disposition::Done`] for any message before its effect is committed.
+    fn handle_batch(
+        &self,
+        messages: Vec<Incoming>,
+    ) -> impl Future<Output = Vec<Disposition>> + Send;
+
+    /// Whether it wants more than one message at a time.
+    fn batched(&self) -> bool {
+        false
+    }
+}
+
+impl<H: Handler> BatchHandler for H {
+    async fn handle_batch(&self, messages: Vec<Incoming>) -> Vec<Disposition> {
+        let mut dispositions = Vec::with_capacity(messages.len());
+        for message in messages {
+            let span = message.span.clone();
+            dispositions.push(self.handle(message).instrument(span).await);
+        }
+        dispositions
+    }
+}
+
 /// How a consumer runs.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -115,11 +146,16 @@ pub struct ConsumerOptions {
     /// Pause before requeueing a message that could not be moved on (the broker refused
     /// the retry or dead-letter publish), so nothing spins in a tight loop.
     pub retry_pause: Duration,
+    /// Most deliveries handed to a [`BatchHandler::batched`] handler at once.
+    pub batch_max: usize,
+    /// How long a batch waits for more deliveries once it has one. Under load the
+    /// prefetched deliveries are already there and batches fill without waiting.
+    pub batch_window: Duration,
 }
 
 /// Consumes until `cancel` fires, resubscribing whenever the channel or the connection
 /// drops (the bus reconnects meanwhile). Returns once the in-flight messages are drained.
-pub async fn run<H: Handler>(
+pub async fn run<H: BatchHandler>(
     bus: Bus,
     options: ConsumerOptions,
     handler: Arc<H>,
@@ -156,10 +192,15 @@ pub async fn run<H: Handler>(
                 }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
-                        in_flight.spawn(process(bus.clone(), options.clone(), handler.clone(), delivery));
+                        let limit = if handler.batched() { options.batch_max.max(1) } else { 1 };
+                        let (deliveries, broken) = fill(&mut consumer, delivery, limit, options.batch_window).await;
+                        in_flight.spawn(process(bus.clone(), options.clone(), handler.clone(), deliveries));
+                        if let Some(reason) = broken {
+                            break Some(reason);
+                        }
                     }
                     Some(Err(error)) => break Some(error.to_string()),
-                    None => break Some("the broker cancelled the consumer".to_owned()),
+                    None => break Some(CANCELLED_BY_BROKER.to_owned()),
                 }
             }
         };
@@ -184,6 +225,32 @@ pub async fn run<H: Handler>(
     drain(&mut in_flight, &options).await;
     tracing::info!(queue = %options.queue, "consumer stopped");
     Ok(())
+}
+
+const CANCELLED_BY_BROKER: &str = "the broker cancelled the consumer";
+
+/// A batch that starts with `first`: whatever else arrives within `window`, up to `limit`.
+/// Also returns why the subscription broke, if it did meanwhile (the batch taken so far
+/// is still handled: its acks fail and the broker redelivers, which the inbox absorbs).
+async fn fill(
+    consumer: &mut lapin::Consumer,
+    first: Delivery,
+    limit: usize,
+    window: Duration,
+) -> (Vec<Delivery>, Option<String>) {
+    let mut deliveries = vec![first];
+    let deadline = tokio::time::Instant::now() + window;
+    while deliveries.len() < limit {
+        // A timeout polls its future before its deadline, so a zero window still takes
+        // every delivery that is already here.
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(Ok(delivery))) => deliveries.push(delivery),
+            Ok(Some(Err(error))) => return (deliveries, Some(error.to_string())),
+            Ok(None) => return (deliveries, Some(CANCELLED_BY_BROKER.to_owned())),
+            Err(_) => break,
+        }
+    }
+    (deliveries, None)
 }
 
 /// Opens a channel with the prefetch bound and starts consuming the queue.
@@ -227,52 +294,82 @@ async fn drain(in_flight: &mut JoinSet<()>, options: &ConsumerOptions) {
     }
 }
 
-async fn process<H: Handler>(
+/// One delivery of a batch on its way through: what settling it needs to know.
+struct Pending {
+    delivery: Delivery,
+    disposition: Option<Disposition>,
+    reply_to: Option<String>,
+    correlation_id: String,
+    sent_at: Option<(chrono::DateTime<chrono::Utc>, String)>,
+}
+
+async fn process<H: BatchHandler>(
     bus: Bus,
     options: Arc<ConsumerOptions>,
     handler: Arc<H>,
-    delivery: Delivery,
+    deliveries: Vec<Delivery>,
 ) {
     let started = std::time::Instant::now();
-    let mut sent_at = None;
-    let disposition = match decode(&delivery) {
-        Ok(incoming) => {
-            sent_at = Some((
-                incoming.envelope.timestamp,
-                incoming.envelope.message_type.clone(),
-            ));
-            let reply_to = incoming.reply_to.clone();
-            let correlation_id = incoming.envelope.correlation_id.to_string();
-            let span = tracing::info_span!(
-                "process",
-                otel.name = %format!("{} process", crate::metrics::unprefixed(bus.topology.prefix(), &options.queue)),
-                otel.kind = "consumer",
-                messaging.system = "rabbitmq",
-                messaging.operation.type = "process",
-                messaging.destination.name = %options.queue,
-                messaging.rabbitmq.destination.routing_key = %incoming.routing_key,
-                messaging.message.id = %incoming.envelope.message_id,
-                messaging.message.conversation_id = %correlation_id,
-                request_id = incoming.envelope.request_id.as_deref().unwrap_or(""),
-                operation_id = %correlation_id,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-            );
-            crate::telemetry::continue_trace(&span, incoming.envelope.traceparent.as_deref());
-            crate::telemetry::record_ids(&span, incoming.envelope.traceparent.as_deref());
-            let disposition = handler.handle(incoming).instrument(span).await;
-            if let (Disposition::Done { reply: Some(body) }, Some(reply_to)) =
-                (&disposition, reply_to)
-                && let Err(error) = bus.publisher.reply(&reply_to, &correlation_id, body).await
-            {
-                // The effect is committed; a lost reply only means the caller polls instead.
-                tracing::warn!(%error, "could not send reply");
+    let mut pending = Vec::with_capacity(deliveries.len());
+    let mut batch = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let mut entry = Pending {
+            delivery,
+            disposition: None,
+            reply_to: None,
+            correlation_id: String::new(),
+            sent_at: None,
+        };
+        match decode(&entry.delivery, bus.topology.prefix(), &options.queue) {
+            Ok(incoming) => {
+                entry.sent_at = Some((
+                    incoming.envelope.timestamp,
+                    incoming.envelope.message_type.clone(),
+                ));
+                entry.reply_to = incoming.reply_to.clone();
+                entry.correlation_id = incoming.envelope.correlation_id.to_string();
+                batch.push(incoming);
             }
-            disposition
+            Err(dead) => entry.disposition = Some(Disposition::Dead(dead)),
         }
-        Err(dead) => Disposition::Dead(dead),
-    };
-    record(&bus, &options.queue, &disposition, started, sent_at);
+        pending.push(entry);
+    }
+    let mut dispositions = if batch.is_empty() {
+        Vec::new()
+    } else {
+        handler.handle_batch(batch).await
+    }
+    .into_iter();
+    for entry in pending.iter_mut().filter(|e| e.disposition.is_none()) {
+        entry.disposition = Some(dispositions.next().unwrap_or_else(|| {
+            Disposition::Retry("the handler returned no disposition for it".to_owned())
+        }));
+    }
+    futures::future::join_all(
+        pending
+            .into_iter()
+            .map(|entry| settle(&bus, &options, entry, started)),
+    )
+    .await;
+}
+
+/// Replies if asked, counts, and acks, retries or dead-letters one delivery.
+async fn settle(bus: &Bus, options: &ConsumerOptions, entry: Pending, started: std::time::Instant) {
+    let Pending {
+        delivery,
+        disposition,
+        reply_to,
+        correlation_id,
+        sent_at,
+    } = entry;
+    let disposition = disposition.unwrap_or_else(|| Disposition::Retry("not handled".to_owned()));
+    if let (Disposition::Done { reply: Some(body) }, Some(reply_to)) = (&disposition, reply_to)
+        && let Err(error) = bus.publisher.reply(&reply_to, &correlation_id, body).await
+    {
+        // The effect is committed; a lost reply only means the caller polls instead.
+        tracing::warn!(%error, "could not send reply");
+    }
+    record(bus, &options.queue, &disposition, started, sent_at);
     let attempt = attempts_so_far(&delivery) + 1;
     let settled = match disposition {
         Disposition::Done { .. } => delivery.ack(BasicAckOptions::default()).await.map(|_| ()),
@@ -280,17 +377,17 @@ async fn process<H: Handler>(
             // Query queues have no delay queue: their messages expire with the caller's
             // deadline, so a short pause and a requeue is all a retry needs.
             tracing::warn!(queue = %options.queue, %error, "transient failure, requeueing");
-            requeue(&delivery, &options).await
+            requeue(&delivery, options).await
         }
         Disposition::Retry(error) if attempt >= bus.config.retry_max_attempts => {
             let dead = DeadLetter::new(
                 reasons::RETRIES_EXHAUSTED,
                 format!("{attempt} attempts failed; last: {error}"),
             );
-            dead_letter(&bus, &options, &delivery, &dead, attempt).await
+            dead_letter(bus, options, &delivery, &dead, attempt).await
         }
-        Disposition::Retry(error) => retry_later(&bus, &options, &delivery, &error, attempt).await,
-        Disposition::Dead(dead) => dead_letter(&bus, &options, &delivery, &dead, attempt).await,
+        Disposition::Retry(error) => retry_later(bus, options, &delivery, &error, attempt).await,
+        Disposition::Dead(dead) => dead_letter(bus, options, &delivery, &dead, attempt).await,
     };
     if let Err(error) = settled {
         // The channel is gone; the broker redelivers the message, and handlers are
@@ -340,7 +437,9 @@ fn record(
     }
 }
 
-fn decode(delivery: &Delivery) -> Result<Incoming, DeadLetter> {
+/// Reads a delivery's envelope and opens its `process` span, which continues the sender's
+/// trace.
+fn decode(delivery: &Delivery, prefix: &str, queue: &str) -> Result<Incoming, DeadLetter> {
     if delivery.data.len() > MAX_BODY_BYTES {
         return Err(DeadLetter::new(
             reasons::OVERSIZED,
@@ -351,6 +450,24 @@ fn decode(delivery: &Delivery) -> Result<Incoming, DeadLetter> {
         ));
     }
     let envelope = from_properties(&delivery.properties)?;
+    let correlation_id = envelope.correlation_id.to_string();
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format!("{} process", crate::metrics::unprefixed(prefix, queue)),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = %queue,
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+        messaging.message.id = %envelope.message_id,
+        messaging.message.conversation_id = %correlation_id,
+        request_id = envelope.request_id.as_deref().unwrap_or(""),
+        operation_id = %correlation_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, envelope.traceparent.as_deref());
+    crate::telemetry::record_ids(&span, envelope.traceparent.as_deref());
     Ok(Incoming {
         envelope,
         routing_key: delivery.routing_key.to_string(),
@@ -361,6 +478,7 @@ fn decode(delivery: &Delivery) -> Result<Incoming, DeadLetter> {
             .as_ref()
             .map(|r| r.to_string()),
         redelivered: delivery.redelivered,
+        span,
     })
 }
 

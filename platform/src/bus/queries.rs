@@ -113,6 +113,7 @@ mod tests {
             body: serde_json::to_vec(query).unwrap(),
             reply_to: Some("amq.rabbitmq.reply-to".into()),
             redelivered: false,
+            span: tracing::Span::none(),
         }
     }
 

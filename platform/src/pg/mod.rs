@@ -8,6 +8,7 @@
 pub mod handle;
 pub mod migrate;
 pub mod outbox;
+pub mod prepared;
 pub mod transient;
 
 use std::str::FromStr;

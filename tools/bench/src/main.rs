@@ -244,7 +244,9 @@ async fn run(cli: Cli) -> Result<Report> {
     let rates: &[f64] = if short {
         &[50.0, 100.0]
     } else {
-        &[500.0, 1_000.0, 2_000.0, 3_000.0, 4_000.0, 6_000.0]
+        &[
+            100.0, 250.0, 500.0, 1_000.0, 2_000.0, 3_000.0, 4_000.0, 6_000.0,
+        ]
     };
     let step_for = Duration::from_secs(if short { 3 } else { 30 });
     let mut steps = Vec::new();

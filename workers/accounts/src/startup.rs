@@ -11,6 +11,8 @@ use platform::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AccountsConfig, HEALTH_PORT};
+use platform::pg::handle::Batched;
+
 use crate::handlers::commands::CommandHandler;
 use crate::handlers::queries::QueryHandler;
 use crate::keys::KeyRing;
@@ -63,11 +65,10 @@ impl Service for Application {
         .await?;
         let metrics = AccountsMetrics::register(worker.bus().metrics());
         let relay = worker.relay(&pool, config.worker.relay_interval);
-        worker.commands(CommandHandler::new(
+        worker.commands(Batched::commands(
             pool.clone(),
             relay.clone(),
-            config.worker.actor_key.clone(),
-            metrics.clone(),
+            CommandHandler::new(config.worker.actor_key.clone(), metrics.clone()),
         ));
         worker.queries(QueryHandler::new(
             pool.clone(),

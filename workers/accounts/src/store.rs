@@ -1,7 +1,7 @@
 //! SQL for users.
 
 use contracts::accounts::{Role, User};
-use platform::pg::GenericClient;
+use platform::pg::{GenericClient, prepared};
 use tokio_postgres::{Error, Row};
 use uuid::Uuid;
 
@@ -28,9 +28,7 @@ pub async fn insert<C: GenericClient + Sync>(
     user: &User,
     password_hash: &str,
 ) -> Result<bool, Error> {
-    let result = client
-        .execute(
-            "INSERT INTO users (id, email, display_name, password_hash, role) VALUES ($1, $2, $3, $4, $5)",
+    let result = prepared::execute(client, "INSERT INTO users (id, email, display_name, password_hash, role) VALUES ($1, $2, $3, $4, $5)",
             &[&user.id, &user.email, &user.display_name, &password_hash, &user.role.as_str()],
         )
         .await;
@@ -45,12 +43,12 @@ pub async fn insert<C: GenericClient + Sync>(
 
 /// One user by id.
 pub async fn get<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<Option<User>, Error> {
-    let row = client
-        .query_opt(
-            "SELECT id, email, display_name, role FROM users WHERE id = $1",
-            &[&id],
-        )
-        .await?;
+    let row = prepared::query_opt(
+        client,
+        "SELECT id, email, display_name, role FROM users WHERE id = $1",
+        &[&id],
+    )
+    .await?;
     Ok(row.as_ref().and_then(user))
 }
 
@@ -59,9 +57,7 @@ pub async fn credentials<C: GenericClient + Sync>(
     client: &C,
     email: &str,
 ) -> Result<Option<Credentials>, Error> {
-    let row = client
-        .query_opt(
-            "SELECT id, email, display_name, role, password_hash FROM users WHERE lower(email) = lower($1)",
+    let row = prepared::query_opt(client, "SELECT id, email, display_name, role, password_hash FROM users WHERE lower(email) = lower($1)",
             &[&email],
         )
         .await?;
@@ -75,27 +71,25 @@ pub async fn credentials<C: GenericClient + Sync>(
 
 /// Deletes a user and remembers the deletion; false when there was none.
 pub async fn delete<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
-    let deleted = client
-        .execute("DELETE FROM users WHERE id = $1", &[&id])
-        .await?
-        == 1;
+    let deleted = prepared::execute(client, "DELETE FROM users WHERE id = $1", &[&id]).await? == 1;
     if deleted {
-        client
-            .execute(
-                "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
-                &[&id],
-            )
-            .await?;
+        prepared::execute(
+            client,
+            "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&id],
+        )
+        .await?;
     }
     Ok(deleted)
 }
 
 /// Whether `id` belonged to a deleted user.
 pub async fn was_deleted<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
-    Ok(client
-        .query_opt("SELECT 1 FROM deleted_users WHERE id = $1", &[&id])
-        .await?
-        .is_some())
+    Ok(
+        prepared::query_opt(client, "SELECT 1 FROM deleted_users WHERE id = $1", &[&id])
+            .await?
+            .is_some(),
+    )
 }
 
 /// Users deleted after `since` (and not before `not_before`), oldest first, with the
@@ -113,17 +107,16 @@ pub async fn deleted_since<C: GenericClient + Sync>(
     // statement_timestamp() is read in the same statement as the rows, so a deletion
     // committed later is after it; one committed earlier with an older timestamp is
     // covered by the overlap the caller keeps (see the gateway's revocation feed).
-    let rows = client
-        .query(
-            "SELECT id, deleted_at, statement_timestamp() FROM deleted_users
+    let rows = prepared::query(
+        client,
+        "SELECT id, deleted_at, statement_timestamp() FROM deleted_users
              WHERE deleted_at > $1 ORDER BY deleted_at LIMIT 10000",
-            &[&since],
-        )
-        .await?;
+        &[&since],
+    )
+    .await?;
     let now = match rows.first() {
         Some(row) => row.get(2),
-        None => client
-            .query_one("SELECT statement_timestamp()", &[])
+        None => prepared::query_one(client, "SELECT statement_timestamp()", &[])
             .await?
             .get(0),
     };
@@ -132,8 +125,11 @@ pub async fn deleted_since<C: GenericClient + Sync>(
 
 /// Whether any admin exists.
 pub async fn admin_exists<C: GenericClient + Sync>(client: &C) -> Result<bool, Error> {
-    Ok(client
-        .query_opt("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1", &[])
-        .await?
-        .is_some())
+    Ok(prepared::query_opt(
+        client,
+        "SELECT 1 FROM users WHERE role = 'admin' LIMIT 1",
+        &[],
+    )
+    .await?
+    .is_some())
 }

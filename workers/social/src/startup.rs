@@ -8,6 +8,8 @@ use platform::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HEALTH_PORT, SocialConfig};
+use platform::pg::handle::Batched;
+
 use crate::handlers::commands::CommandHandler;
 use crate::handlers::events::{EventHandler, SUBSCRIPTIONS};
 use crate::handlers::queries::QueryHandler;
@@ -52,13 +54,12 @@ impl Service for Application {
         .await?;
         let metrics = SocialMetrics::register(worker.bus().metrics());
         let relay = worker.relay(&pool, config.worker.relay_interval);
-        worker.commands(CommandHandler::new(
+        worker.commands(Batched::commands(
             pool.clone(),
             relay.clone(),
-            config.worker.actor_key.clone(),
-            metrics,
+            CommandHandler::new(config.worker.actor_key.clone(), metrics),
         ));
-        worker.events(EventHandler::new(pool.clone(), relay.clone()));
+        worker.events(Batched::events(pool.clone(), relay.clone(), EventHandler));
         worker.queries(QueryHandler::new(pool.clone()));
         Ok(Self { worker, pool })
     }

@@ -3,12 +3,17 @@
 use chrono::{DateTime, Utc};
 use contracts::common::Page;
 use contracts::social::Post;
-use platform::pg::GenericClient;
+use platform::pg::{GenericClient, prepared};
 use tokio_postgres::{Error, Row};
 use uuid::Uuid;
 
-const POST_COLUMNS: &str = "p.id, p.author_id, a.display_name, p.body, p.repost_of, p.created_at,
-     (SELECT count(*) FROM posts r WHERE r.repost_of = p.id)";
+/// The columns [`post`] reads, as a literal so statements can be built with `concat!`.
+macro_rules! post_columns {
+    () => {
+        "p.id, p.author_id, a.display_name, p.body, p.repost_of, p.created_at,
+         (SELECT count(*) FROM posts r WHERE r.repost_of = p.id)"
+    };
+}
 
 fn post(row: &Row) -> Post {
     Post {
@@ -33,15 +38,13 @@ pub async fn upsert_author<C: GenericClient + Sync>(
     display_name: &str,
     role: Option<&str>,
 ) -> Result<(), Error> {
-    let inserted = client
-        .execute(
+    let inserted = prepared::execute(client,
             "INSERT INTO authors (id, display_name, role) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
             &[&id, &display_name, &role],
         )
         .await?;
     if inserted == 0 {
-        client
-            .execute(
+        prepared::execute(client,
                 "UPDATE authors SET display_name = $2, role = COALESCE($3, role), updated_at = now()
                  WHERE id = $1
                    AND (display_name IS DISTINCT FROM $2 OR ($3::text IS NOT NULL AND role IS DISTINCT FROM $3))",
@@ -57,20 +60,21 @@ pub async fn author_role<C: GenericClient + Sync>(
     client: &C,
     id: Uuid,
 ) -> Result<Option<Option<String>>, Error> {
-    Ok(client
-        .query_opt("SELECT role FROM authors WHERE id = $1", &[&id])
-        .await?
-        .map(|row| row.get(0)))
+    Ok(
+        prepared::query_opt(client, "SELECT role FROM authors WHERE id = $1", &[&id])
+            .await?
+            .map(|row| row.get(0)),
+    )
 }
 
 /// Records that a user was deleted (idempotent).
 pub async fn tombstone<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<(), Error> {
-    client
-        .execute(
-            "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&id],
-        )
-        .await?;
+    prepared::execute(
+        client,
+        "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&id],
+    )
+    .await?;
     Ok(())
 }
 
@@ -78,17 +82,16 @@ pub async fn tombstone<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<
 /// concurrently either is visible here (committed first) or, through the posts' foreign
 /// key, removes what this transaction writes (see `handlers::commands`).
 pub async fn is_deleted<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
-    Ok(client
-        .query_opt("SELECT 1 FROM deleted_users WHERE id = $1", &[&id])
-        .await?
-        .is_some())
+    Ok(
+        prepared::query_opt(client, "SELECT 1 FROM deleted_users WHERE id = $1", &[&id])
+            .await?
+            .is_some(),
+    )
 }
 
 /// Deletes an author with all their posts (and the reposts of those).
 pub async fn delete_author<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<u64, Error> {
-    client
-        .execute("DELETE FROM authors WHERE id = $1", &[&id])
-        .await
+    prepared::execute(client, "DELETE FROM authors WHERE id = $1", &[&id]).await
 }
 
 /// Inserts a post; `Ok(false)` if this author already reposted the original.
@@ -99,13 +102,13 @@ pub async fn insert_post<C: GenericClient + Sync>(
     body: &str,
     repost_of: Option<Uuid>,
 ) -> Result<bool, Error> {
-    let result = client
-        .execute(
-            "INSERT INTO posts (id, author_id, body, repost_of) VALUES ($1, $2, $3, $4)
+    let result = prepared::execute(
+        client,
+        "INSERT INTO posts (id, author_id, body, repost_of) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO NOTHING",
-            &[&id, &author, &body, &repost_of],
-        )
-        .await;
+        &[&id, &author, &body, &repost_of],
+    )
+    .await;
     match result {
         Ok(_) => Ok(true),
         Err(error)
@@ -119,18 +122,20 @@ pub async fn insert_post<C: GenericClient + Sync>(
 
 /// One post.
 pub async fn get<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<Option<Post>, Error> {
-    let sql = format!(
-        "SELECT {POST_COLUMNS} FROM posts p JOIN authors a ON a.id = p.author_id WHERE p.id = $1"
+    const SQL: &str = concat!(
+        "SELECT ",
+        post_columns!(),
+        " FROM posts p JOIN authors a ON a.id = p.author_id WHERE p.id = $1"
     );
-    Ok(client.query_opt(&sql, &[&id]).await?.as_ref().map(post))
+    Ok(prepared::query_opt(client, SQL, &[&id])
+        .await?
+        .as_ref()
+        .map(post))
 }
 
 /// Deletes a post (and its reposts).
 pub async fn delete_post<C: GenericClient + Sync>(client: &C, id: Uuid) -> Result<bool, Error> {
-    Ok(client
-        .execute("DELETE FROM posts WHERE id = $1", &[&id])
-        .await?
-        == 1)
+    Ok(prepared::execute(client, "DELETE FROM posts WHERE id = $1", &[&id]).await? == 1)
 }
 
 /// Where a page of a timeline starts: after this post (creation time, then id).
@@ -170,15 +175,15 @@ pub async fn timeline<C: GenericClient + Sync>(
         Some(c) => (Some(c.created_at), Some(c.id)),
         None => (None, None),
     };
-    let sql = format!(
-        "SELECT {POST_COLUMNS} FROM posts p JOIN authors a ON a.id = p.author_id
+    const SQL: &str = concat!(
+        "SELECT ",
+        post_columns!(),
+        " FROM posts p JOIN authors a ON a.id = p.author_id
          WHERE ($1::uuid IS NULL OR p.author_id = $1)
            AND ($2::timestamptz IS NULL OR (p.created_at, p.id) < ($2, $3::uuid))
          ORDER BY p.created_at DESC, p.id DESC LIMIT $4"
     );
-    let rows = client
-        .query(&sql, &[&author, &after_time, &after_id, &take])
-        .await?;
+    let rows = prepared::query(client, SQL, &[&author, &after_time, &after_id, &take]).await?;
     let mut items: Vec<Post> = rows.iter().map(post).collect();
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);

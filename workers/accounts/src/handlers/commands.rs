@@ -2,79 +2,57 @@
 
 use contracts::accounts::{AccountsCommand, AccountsEvent, Register, Role, User, UserRef, events};
 use contracts::{Envelope, Rejection};
-use platform::bus::decode;
-use platform::bus::{Disposition, Handler, Incoming};
-use platform::pg::handle::{self, Effect, Transient};
-use platform::pg::outbox::{self, Relay};
-use platform::pg::{Pool, Transaction};
-use tracing::Instrument as _;
+use platform::bus::{DeadLetter, Incoming, decode};
+use platform::pg::Transaction;
+use platform::pg::handle::{Apply, Effect, Transient, TxFuture};
+use platform::pg::outbox;
 use uuid::Uuid;
 
 use crate::metrics::AccountsMetrics;
 use crate::store;
 use platform::password;
 
-/// Handles the accounts command queue.
+/// The accounts command queue's rules, run by [`platform::pg::handle::Batched`].
 pub struct CommandHandler {
-    pool: Pool,
-    relay: Relay,
     actors: platform::actor::ActorKey,
     metrics: AccountsMetrics,
 }
 
 impl CommandHandler {
-    /// A handler on `pool` that wakes `relay` after each commit, accepts only actors
-    /// vouched for with `actors` (their role is then read from this service's own users)
-    /// and counts registrations in `metrics`.
-    pub fn new(
-        pool: Pool,
-        relay: Relay,
-        actors: platform::actor::ActorKey,
-        metrics: AccountsMetrics,
-    ) -> Self {
-        Self {
-            pool,
-            relay,
-            actors,
-            metrics,
-        }
+    /// Rules that accept only actors vouched for with `actors` (their role is then read
+    /// from this service's own users) and count registrations in `metrics`.
+    pub fn new(actors: platform::actor::ActorKey, metrics: AccountsMetrics) -> Self {
+        Self { actors, metrics }
     }
 }
 
-impl Handler for CommandHandler {
-    async fn handle(&self, incoming: Incoming) -> Disposition {
-        let command = match decode::<AccountsCommand>(&incoming) {
-            Ok(command) => command,
-            Err(reason) => return Disposition::Dead(reason),
-        };
-        if let Err(forged) = self.actors.verify(&incoming.envelope, &incoming.body) {
-            return Disposition::Dead(forged);
-        }
-        let envelope = incoming.envelope;
-        let span = tracing::info_span!(
-            "command",
-            operation_id = %envelope.message_id,
-            message_type = %envelope.message_type,
-            request_id = envelope.request_id.as_deref().unwrap_or(""),
-        );
-        let context = envelope.clone();
-        let metrics = self.metrics.clone();
-        handle::command(&self.pool, &self.relay, &envelope, move |tx| {
-            Box::pin(async move {
-                match command {
-                    AccountsCommand::Register(register) => {
-                        let effect = register_user(tx, &context, register).await?;
-                        if matches!(effect, Effect::Applied(_)) {
-                            metrics.registrations.inc();
-                        }
-                        Ok(effect)
-                    }
-                    AccountsCommand::Delete(user) => delete_user(tx, &context, user).await,
-                }
-            })
+impl Apply for CommandHandler {
+    type Message = AccountsCommand;
+
+    fn accept(&self, incoming: &Incoming) -> Result<AccountsCommand, DeadLetter> {
+        let command = decode::<AccountsCommand>(incoming)?;
+        self.actors.verify(&incoming.envelope, &incoming.body)?;
+        Ok(command)
+    }
+
+    fn apply<'t>(
+        &'t self,
+        tx: &'t Transaction<'t>,
+        envelope: &'t Envelope,
+        command: &'t AccountsCommand,
+    ) -> TxFuture<'t> {
+        Box::pin(async move {
+            match command {
+                AccountsCommand::Register(register) => register_user(tx, envelope, register).await,
+                AccountsCommand::Delete(user) => delete_user(tx, envelope, user).await,
+            }
         })
-        .instrument(span)
-        .await
+    }
+
+    fn committed(&self, command: &AccountsCommand, effect: &Effect) {
+        if matches!(command, AccountsCommand::Register(_)) && effect.is_applied() {
+            self.metrics.registrations.inc();
+        }
     }
 }
 
@@ -106,7 +84,7 @@ async fn actor_role(
 async fn register_user(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    register: Register,
+    register: &Register,
 ) -> Result<Effect, Transient> {
     if let Err(detail) = contracts::catalog::validate_email(&register.email).and_then(|()| {
         contracts::catalog::validate_text("display_name", &register.display_name, 100)
@@ -136,7 +114,7 @@ async fn register_user(
     let user = User {
         id: register.user_id,
         email: register.email.to_lowercase(),
-        display_name: register.display_name,
+        display_name: register.display_name.clone(),
         role: register.role,
     };
     if !store::insert(tx, &user, &register.password_hash).await? {
@@ -155,7 +133,7 @@ async fn register_user(
 async fn delete_user(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    target: UserRef,
+    target: &UserRef,
 ) -> Result<Effect, Transient> {
     let allowed = match actor_role(tx, envelope).await? {
         Some((actor, role)) => actor == target.user_id || role == Role::Admin,

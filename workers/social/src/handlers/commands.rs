@@ -2,84 +2,67 @@
 
 use contracts::social::{CreatePost, PostRef, Repost, SocialCommand, SocialEvent};
 use contracts::{Envelope, Rejection};
-use platform::bus::decode;
-use platform::bus::{Disposition, Handler, Incoming};
-use platform::pg::handle::{self, Effect, Transient};
-use platform::pg::outbox::Relay;
-use platform::pg::{Pool, Transaction};
-use tracing::Instrument as _;
+use platform::bus::{DeadLetter, Incoming, decode};
+use platform::pg::Transaction;
+use platform::pg::handle::{Apply, Effect, Transient, TxFuture};
 
 use super::{actor, emit};
 use crate::metrics::SocialMetrics;
 use crate::store;
 
-/// Handles the social command queue.
+/// The social command queue's rules, run by [`platform::pg::handle::Batched`].
 pub struct CommandHandler {
-    pool: Pool,
-    relay: Relay,
     actors: platform::actor::ActorKey,
     metrics: SocialMetrics,
 }
 
 impl CommandHandler {
-    /// A handler on `pool` that wakes `relay` after each commit, accepts only actors
-    /// vouched for with `actors` and counts what it applies in `metrics`.
-    pub fn new(
-        pool: Pool,
-        relay: Relay,
-        actors: platform::actor::ActorKey,
-        metrics: SocialMetrics,
-    ) -> Self {
-        Self {
-            pool,
-            relay,
-            actors,
-            metrics,
-        }
+    /// Rules that accept only actors vouched for with `actors` and count what they
+    /// applied in `metrics`.
+    pub fn new(actors: platform::actor::ActorKey, metrics: SocialMetrics) -> Self {
+        Self { actors, metrics }
     }
 }
 
-impl Handler for CommandHandler {
-    async fn handle(&self, incoming: Incoming) -> Disposition {
-        let command = match decode::<SocialCommand>(&incoming) {
-            Ok(command) => command,
-            Err(reason) => return Disposition::Dead(reason),
-        };
-        if let Err(forged) = self.actors.verify(&incoming.envelope, &incoming.body) {
-            return Disposition::Dead(forged);
-        }
-        let envelope = incoming.envelope;
-        let span = tracing::info_span!(
-            "command",
-            operation_id = %envelope.message_id,
-            message_type = %envelope.message_type,
-            request_id = envelope.request_id.as_deref().unwrap_or(""),
-        );
-        let context = envelope.clone();
-        let metrics = self.metrics.clone();
-        handle::command(&self.pool, &self.relay, &envelope, move |tx| {
-            Box::pin(async move {
-                if let Err(detail) = command.validate() {
-                    return Ok(Effect::Rejected(Rejection::invalid(detail)));
-                }
-                let (effect, counter) = match command {
-                    SocialCommand::CreatePost(post) => {
-                        (create(tx, &context, post).await?, Some(&metrics.posts))
-                    }
-                    SocialCommand::Repost(repost) => (
-                        repost_post(tx, &context, repost).await?,
-                        Some(&metrics.reposts),
-                    ),
-                    SocialCommand::DeletePost(post) => (delete(tx, &context, post).await?, None),
-                };
-                if let (Effect::Applied(_), Some(counter)) = (&effect, counter) {
-                    counter.inc();
-                }
-                Ok(effect)
-            })
+impl Apply for CommandHandler {
+    type Message = SocialCommand;
+
+    fn accept(&self, incoming: &Incoming) -> Result<SocialCommand, DeadLetter> {
+        let command = decode::<SocialCommand>(incoming)?;
+        self.actors.verify(&incoming.envelope, &incoming.body)?;
+        Ok(command)
+    }
+
+    fn apply<'t>(
+        &'t self,
+        tx: &'t Transaction<'t>,
+        envelope: &'t Envelope,
+        command: &'t SocialCommand,
+    ) -> TxFuture<'t> {
+        Box::pin(async move {
+            if let Err(detail) = command.validate() {
+                return Ok(Effect::Rejected(Rejection::invalid(detail)));
+            }
+            match command {
+                SocialCommand::CreatePost(post) => create(tx, envelope, post).await,
+                SocialCommand::Repost(repost) => repost_post(tx, envelope, repost).await,
+                SocialCommand::DeletePost(post) => delete(tx, envelope, post).await,
+            }
         })
-        .instrument(span)
-        .await
+    }
+
+    fn committed(&self, command: &SocialCommand, effect: &Effect) {
+        if effect.is_applied() {
+            match command {
+                SocialCommand::CreatePost(_) => {
+                    self.metrics.posts.inc();
+                }
+                SocialCommand::Repost(_) => {
+                    self.metrics.reposts.inc();
+                }
+                SocialCommand::DeletePost(_) => {}
+            }
+        }
     }
 }
 
@@ -103,7 +86,7 @@ fn deleted_actor(author: uuid::Uuid) -> Effect {
 async fn create(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    post: CreatePost,
+    post: &CreatePost,
 ) -> Result<Effect, Transient> {
     let Some(author) = actor(envelope) else {
         return Ok(no_actor());
@@ -123,7 +106,7 @@ async fn create(
 async fn repost_post(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    repost: Repost,
+    repost: &Repost,
 ) -> Result<Effect, Transient> {
     let Some(author) = actor(envelope) else {
         return Ok(no_actor());
@@ -155,7 +138,7 @@ async fn repost_post(
 async fn delete(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    target: PostRef,
+    target: &PostRef,
 ) -> Result<Effect, Transient> {
     let Some(actor) = actor(envelope) else {
         return Ok(no_actor());
@@ -172,6 +155,6 @@ async fn delete(
         )));
     }
     store::delete_post(tx, target.post_id).await?;
-    emit(tx, envelope, &SocialEvent::PostDeleted(target)).await?;
+    emit(tx, envelope, &SocialEvent::PostDeleted(target.clone())).await?;
     Ok(Effect::Applied(None))
 }

@@ -6,12 +6,9 @@ use contracts::catalog::{self, CatalogEvent, Course};
 use contracts::social::{MAX_POST_LEN, SYSTEM_AUTHOR, SocialEvent};
 use contracts::{Envelope, Rejection};
 use platform::bus::consumer::{DeadLetter, reasons};
-use platform::bus::decode;
-use platform::bus::{Disposition, Handler, Incoming};
-use platform::pg::handle::{self, Effect, Transient};
-use platform::pg::outbox::Relay;
-use platform::pg::{Pool, Transaction};
-use tracing::Instrument as _;
+use platform::bus::{Incoming, decode};
+use platform::pg::Transaction;
+use platform::pg::handle::{Apply, Effect, Transient, TxFuture};
 use uuid::Uuid;
 
 use super::{actor, emit};
@@ -24,21 +21,14 @@ pub const SUBSCRIPTIONS: [&str; 3] = [
     catalog::events::COURSE_CREATED,
 ];
 
-/// Handles the social event queue.
-pub struct EventHandler {
-    pool: Pool,
-    relay: Relay,
-}
+/// The social event queue's rules, run by [`platform::pg::handle::Batched`].
+pub struct EventHandler;
 
-impl EventHandler {
-    /// A handler on `pool` that wakes `relay` after each commit.
-    pub fn new(pool: Pool, relay: Relay) -> Self {
-        Self { pool, relay }
-    }
-}
-
-enum Subscribed {
+/// An event social subscribes to, decoded.
+pub enum Subscribed {
+    /// From accounts.
     Accounts(AccountsEvent),
+    /// From the catalog.
     Catalog(CatalogEvent),
 }
 
@@ -56,46 +46,40 @@ fn subscribed(incoming: &Incoming) -> Result<Subscribed, DeadLetter> {
     }
 }
 
-impl Handler for EventHandler {
-    async fn handle(&self, incoming: Incoming) -> Disposition {
-        let event = match subscribed(&incoming) {
-            Ok(event) => event,
-            Err(reason) => return Disposition::Dead(reason),
-        };
-        let envelope = incoming.envelope;
-        let span = tracing::info_span!(
-            "event",
-            message_id = %envelope.message_id,
-            message_type = %envelope.message_type,
-            request_id = envelope.request_id.as_deref().unwrap_or(""),
-        );
-        let context = envelope.clone();
-        handle::event(&self.pool, &self.relay, &envelope, move |tx| {
-            Box::pin(async move {
-                match event {
-                    Subscribed::Accounts(AccountsEvent::UserRegistered(user)) => {
-                        registered(tx, user).await
-                    }
-                    Subscribed::Accounts(AccountsEvent::UserDeleted(user)) => {
-                        deleted(tx, user).await
-                    }
-                    Subscribed::Catalog(CatalogEvent::CourseCreated(course)) => {
-                        announce(tx, &context, course).await
-                    }
-                    Subscribed::Catalog(other) => Ok(Effect::Rejected(Rejection::invalid(
-                        format!("{} is not handled", other.routing_key()),
-                    ))),
+impl Apply for EventHandler {
+    type Message = Subscribed;
+
+    fn accept(&self, incoming: &Incoming) -> Result<Subscribed, DeadLetter> {
+        subscribed(incoming)
+    }
+
+    fn apply<'t>(
+        &'t self,
+        tx: &'t Transaction<'t>,
+        envelope: &'t Envelope,
+        event: &'t Subscribed,
+    ) -> TxFuture<'t> {
+        Box::pin(async move {
+            match event {
+                Subscribed::Accounts(AccountsEvent::UserRegistered(user)) => {
+                    registered(tx, user).await
                 }
-            })
+                Subscribed::Accounts(AccountsEvent::UserDeleted(user)) => deleted(tx, user).await,
+                Subscribed::Catalog(CatalogEvent::CourseCreated(course)) => {
+                    announce(tx, envelope, course).await
+                }
+                Subscribed::Catalog(other) => Ok(Effect::Rejected(Rejection::invalid(format!(
+                    "{} is not handled",
+                    other.routing_key()
+                )))),
+            }
         })
-        .instrument(span)
-        .await
     }
 }
 
 /// A registration delivered after the same user's deletion (events of two transactions
 /// may arrive in any order) must not bring the author back.
-async fn registered(tx: &Transaction<'_>, user: User) -> Result<Effect, Transient> {
+async fn registered(tx: &Transaction<'_>, user: &User) -> Result<Effect, Transient> {
     store::upsert_author(tx, user.id, &user.display_name, Some(user.role.as_str())).await?;
     if store::is_deleted(tx, user.id).await? {
         tracing::info!(user_id = %user.id, "registration of a deleted user ignored");
@@ -108,7 +92,7 @@ async fn registered(tx: &Transaction<'_>, user: User) -> Result<Effect, Transien
     Ok(Effect::Applied(None))
 }
 
-async fn deleted(tx: &Transaction<'_>, user: UserRef) -> Result<Effect, Transient> {
+async fn deleted(tx: &Transaction<'_>, user: &UserRef) -> Result<Effect, Transient> {
     store::tombstone(tx, user.user_id).await?;
     let removed = store::delete_author(tx, user.user_id).await?;
     tracing::info!(user_id = %user.user_id, removed, "author and their posts removed");
@@ -120,7 +104,7 @@ async fn deleted(tx: &Transaction<'_>, user: UserRef) -> Result<Effect, Transien
 async fn announce(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    course: Course,
+    course: &Course,
 ) -> Result<Effect, Transient> {
     let author = match actor(envelope) {
         Some(id)
