@@ -245,6 +245,8 @@ service_env() {
       *) die "no value for $name's secret $secret" ;;
     esac
   done
+  # A small bound on social's command queue, so the overload step below can fill it.
+  [[ $name == social ]] && SERVICE_ENV+=(SWITCHYARD_COMMAND_QUEUE_MAX_LENGTH=50)
   # Rate limits out of the way: the load loops below are one client.
   if [[ ${KIND[$name]} == gateway ]]; then
     SERVICE_ENV+=(SWITCHYARD_RATE_LIMIT_IP_RATE=100000 SWITCHYARD_RATE_LIMIT_IP_BURST=100000
@@ -523,6 +525,19 @@ LOADERS+=("$!")
 # The loops end at DEADLINE_LOAD; each request is bounded by curl --max-time.
 for pid in "${LOADERS[@]}"; do wait "$pid" || true; done
 LOADERS=()
+# Backpressure: with social paused its bounded command queue fills, and the gateway answers
+# the writes beyond the bound 503 with Retry-After (the refusals panel and ServiceOverloaded).
+kill -STOP "${PID[social]}"
+REFUSED=0
+# The bound counts ready messages: the paused worker already holds its prefetch (64), so
+# 200 posts leave well over 50 waiting.
+for i in $(seq 1 200); do
+  TOKEN=$TEACHER api POST /v1/posts "{\"body\":\"Overload $i\"}"
+  [[ $CODE == 503 ]] && REFUSED=$((REFUSED + 1))
+done
+kill -CONT "${PID[social]}"
+((REFUSED > 0)) || die "social paused behind a full queue, yet no write was refused"
+say "overload: $REFUSED of 200 posts refused with 503 while social was paused (bound 50)"
 LOAD_END=$(date +%s)
 for name in catalog social accounts; do
   UNEXPECTED=$((UNEXPECTED + $(cat "$TMP/unexpected.$name" 2>/dev/null || echo 0)))

@@ -139,6 +139,27 @@ pub enum Submitted {
     },
 }
 
+impl DispatchError {
+    /// For a request refused at once without reaching the service: the service and why
+    /// (`queue_full`, `broker_blocked`, `no_consumer`, `broker_unavailable`,
+    /// `circuit_open`). Timeouts, rejections and unknown outcomes are not refusals.
+    pub fn refusal(&self) -> Option<(&str, &'static str)> {
+        match self {
+            Self::NotSent { service, error } => Some((
+                service,
+                match error {
+                    PublishError::Nacked => "queue_full",
+                    PublishError::Blocked(_) => "broker_blocked",
+                    PublishError::Unroutable(_) => "no_consumer",
+                    _ => "broker_unavailable",
+                },
+            )),
+            Self::CircuitOpen { service, .. } => Some((service, "circuit_open")),
+            _ => None,
+        }
+    }
+}
+
 /// Publishes commands and asks queries on behalf of HTTP handlers.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -177,6 +198,57 @@ impl Dispatcher {
     /// waits for its outcome. A publish that is not confirmed is a 503: the client must
     /// retry.
     pub async fn submit<C: Message>(
+        &self,
+        command: &C,
+        operation: Operation,
+        context: &RequestContext,
+    ) -> Result<Submitted, DispatchError> {
+        let result = self.send_command(command, operation, context).await;
+        self.counted(result)
+    }
+
+    /// Asks a query of the service that owns it and returns the answer's body; a
+    /// rejection is [`DispatchError::Rejected`].
+    pub async fn query<Q: Message>(
+        &self,
+        query: &Q,
+        context: &RequestContext,
+    ) -> Result<Value, DispatchError> {
+        let result = self.ask(query, context).await;
+        self.counted(result)
+    }
+
+    /// The state of an operation: the owning service's recorded outcome, or `accepted` for
+    /// an id we issued that has no outcome yet.
+    pub async fn operation(
+        &self,
+        public_id: &str,
+        context: &RequestContext,
+    ) -> Result<Value, DispatchError> {
+        let result = self.operation_state(public_id, context).await;
+        self.counted(result)
+    }
+
+    /// Counts a request refused at once (backpressure, an open breaker, the broker) by
+    /// service and reason, so a dashboard tells overload from failure.
+    fn counted<T>(&self, result: Result<T, DispatchError>) -> Result<T, DispatchError> {
+        if let Err(error) = &result
+            && let Some((upstream, reason)) = error.refusal()
+        {
+            let labels = platform::metrics::RefusalLabels {
+                upstream: upstream.to_owned(),
+                reason: reason.to_owned(),
+            };
+            self.bus
+                .metrics()
+                .gateway_refusals
+                .get_or_create(&labels)
+                .inc();
+        }
+        result
+    }
+
+    async fn send_command<C: Message>(
         &self,
         command: &C,
         operation: Operation,
@@ -260,9 +332,7 @@ impl Dispatcher {
         }
     }
 
-    /// Asks a query of the service that owns it and returns the answer's body; a
-    /// rejection is [`DispatchError::Rejected`].
-    pub async fn query<Q: Message>(
+    async fn ask<Q: Message>(
         &self,
         query: &Q,
         context: &RequestContext,
@@ -324,9 +394,7 @@ impl Dispatcher {
             })
     }
 
-    /// The state of an operation: the owning service's recorded outcome, or `accepted` for
-    /// an id we issued that has no outcome yet.
-    pub async fn operation(
+    async fn operation_state(
         &self,
         public_id: &str,
         context: &RequestContext,

@@ -95,6 +95,17 @@ impl Problem {
         problem
     }
 
+    /// 503 at once: the service's command queue is at its bound, so the broker refused the
+    /// command. Nothing was applied; the client should back off a little longer than for a
+    /// blip, which is what the service needs to catch up.
+    pub fn overloaded(service: &str) -> Self {
+        let mut problem = Self::unavailable(format!(
+            "the {service} service is overloaded (its queue of pending commands is full); nothing was applied, retry later"
+        ));
+        problem.retry_after = Some(2);
+        problem
+    }
+
     /// 503 at once: the service's circuit breaker is open (its queries kept timing out).
     pub fn circuit_open(service: &str, retry_after: std::time::Duration) -> Self {
         let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u32;

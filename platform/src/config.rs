@@ -197,12 +197,16 @@ pub struct BusConfig {
     pub reconnect_max_delay: Duration,
     /// How long start-up keeps trying to reach the broker before giving up.
     pub connect_timeout: Duration,
+    /// Most messages a service's command queue holds; past it the broker refuses
+    /// publishes (`reject-publish`) and the gateway answers 503 instead of letting a
+    /// backlog grow until the broker's memory alarm stops every service.
+    pub command_queue_max_length: u32,
 }
 
 impl BusConfig {
     /// Reads `AMQP_URL`, `PREFIX`, `PREFETCH`, `PUBLISH_CHANNELS`, `CONFIRM_TIMEOUT_MS`,
-    /// `RETRY_MAX_ATTEMPTS`, `RETRY_BASE_MS`, `RETRY_MAX_DELAY_MS`, `RECONNECT_MAX_DELAY_MS`
-    /// and `CONNECT_TIMEOUT_MS`.
+    /// `RETRY_MAX_ATTEMPTS`, `RETRY_BASE_MS`, `RETRY_MAX_DELAY_MS`, `RECONNECT_MAX_DELAY_MS`,
+    /// `CONNECT_TIMEOUT_MS` and `COMMAND_QUEUE_MAX_LENGTH`.
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
         let url = source
             .get("AMQP_URL")
@@ -290,6 +294,15 @@ impl BusConfig {
             Duration::from_secs(30),
             0..=3_600_000,
         )?;
+        let command_queue_max_length: u32 = parse_or(source, "COMMAND_QUEUE_MAX_LENGTH", 100_000)?;
+        if !(1..=100_000_000).contains(&command_queue_max_length) {
+            let value = command_queue_max_length.to_string();
+            return Err(ConfigError::new(
+                "COMMAND_QUEUE_MAX_LENGTH",
+                &value,
+                "must be 1 to 100000000",
+            ));
+        }
         Ok(Self {
             amqp_url: SecretString::from(url),
             prefix,
@@ -301,6 +314,7 @@ impl BusConfig {
             retry_max_delay,
             reconnect_max_delay,
             connect_timeout,
+            command_queue_max_length,
         })
     }
 }

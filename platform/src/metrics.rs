@@ -101,6 +101,16 @@ pub struct UpstreamLabel {
     pub upstream: String,
 }
 
+/// A request the gateway refused at once: for which service, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The service the request was for.
+    pub upstream: String,
+    /// `queue_full`, `broker_blocked`, `no_consumer`, `broker_unavailable` or
+    /// `circuit_open`.
+    pub reason: String,
+}
+
 /// A breaker transition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
@@ -217,6 +227,9 @@ pub struct Metrics {
     pub circuit_breaker_state: Family<UpstreamLabel, Gauge>,
     /// Circuit breaker transitions, by service and the state entered.
     pub circuit_breaker_transitions: Family<TransitionLabels, Counter>,
+    /// Requests the gateway refused at once with 503 and `Retry-After`, by service and
+    /// reason: backpressure and breakers, as opposed to failures.
+    pub gateway_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -242,6 +255,7 @@ impl Metrics {
             broker_blocked: Gauge::default(),
             circuit_breaker_state: Family::default(),
             circuit_breaker_transitions: Family::default(),
+            gateway_refusals: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         let r = &mut registry;
@@ -334,6 +348,11 @@ impl Metrics {
             "switchyard_circuit_breaker_transitions",
             "Circuit breaker transitions, by upstream service and the state entered",
             metrics.circuit_breaker_transitions.clone(),
+        );
+        r.register(
+            "switchyard_gateway_refusals",
+            "Requests the gateway refused at once (503 with Retry-After), by upstream service and reason",
+            metrics.gateway_refusals.clone(),
         );
         Arc::new(Self {
             registry: Mutex::new(registry),
@@ -599,6 +618,13 @@ mod tests {
             .observe(0.1);
         metrics.observe_refused_connection("overall");
         metrics.observe_breaker("catalog", 1, "open");
+        metrics
+            .gateway_refusals
+            .get_or_create(&RefusalLabels {
+                upstream: label("social"),
+                reason: label("queue_full"),
+            })
+            .inc();
         let text = metrics.encode();
         for name in platform_names(listed) {
             // Counters are declared without `_total` in the TYPE line.

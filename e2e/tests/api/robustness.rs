@@ -114,6 +114,55 @@ async fn a_command_nobody_consumes_is_503_not_a_silent_drop() {
 }
 
 #[tokio::test]
+async fn a_service_whose_command_queue_is_full_gets_fast_503s_and_loses_nothing() {
+    // Nobody consumes the catalog's commands and its queue holds 3: the writes past the
+    // bound are refused at once with Retry-After and counted, and every 202 stays queued.
+    let app = spawn_configured(Workers::Declared, &[], &[("COMMAND_QUEUE_MAX_LENGTH", "3")]).await;
+    let mut accepted = 0;
+    let refused = loop {
+        let response = app
+            .post(
+                "/v1/courses",
+                &json!({"code": format!("FULL{accepted}"), "title": "Backpressure"}),
+                None,
+            )
+            .await;
+        if response.status() == StatusCode::ACCEPTED {
+            accepted += 1;
+            // A quorum queue may take a message or two past its bound before it refuses.
+            assert!(accepted <= 5, "{accepted} accepted by a queue bounded at 3");
+            continue;
+        }
+        break response;
+    };
+    assert!(accepted >= 3, "only {accepted} accepted before the bound");
+    assert_eq!(refused.headers()["retry-after"], "2");
+    let problem = assert_problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("catalog service is overloaded"),
+        "{problem}"
+    );
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"switchyard_gateway_refusals_total{upstream="catalog",reason="queue_full"} 1"#
+        ),
+        "{metrics}"
+    );
+    let connection = app.amqp().await;
+    let queue = format!("{}.catalog.commands", app.prefix);
+    assert_eq!(
+        testkit::broker::message_count(&connection, &queue).await,
+        accepted,
+        "every accepted command is queued"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
 async fn a_query_nobody_answers_in_time_is_504() {
     let app = spawn_with(Workers::Declared).await;
     assert_problem(app.get("/v1/courses").await, StatusCode::GATEWAY_TIMEOUT).await;

@@ -578,6 +578,10 @@ fn publish_problem(service: &str, error: &PublishError) -> Problem {
                 "the {service} service is not accepting requests; nothing was applied"
             ))
         }
+        PublishError::Nacked => {
+            tracing::warn!(service, "command refused: the service's queue is full");
+            Problem::overloaded(service)
+        }
         PublishError::Blocked(reason) => {
             tracing::warn!(service, %reason, "publish refused: the broker blocks publishers");
             Problem::unavailable(format!(
@@ -620,6 +624,53 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_told_apart_from_failures() {
+        let unsent = |error| DispatchError::NotSent {
+            service: "social".into(),
+            error,
+        };
+        let reasons = [
+            (unsent(PublishError::Nacked), Some(("social", "queue_full"))),
+            (
+                unsent(PublishError::Blocked("memory".into())),
+                Some(("social", "broker_blocked")),
+            ),
+            (
+                unsent(PublishError::Unroutable("social.post.create".into())),
+                Some(("social", "no_consumer")),
+            ),
+            (
+                unsent(PublishError::Unavailable),
+                Some(("social", "broker_unavailable")),
+            ),
+            (
+                DispatchError::CircuitOpen {
+                    service: "catalog".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+                Some(("catalog", "circuit_open")),
+            ),
+            (
+                DispatchError::Timeout {
+                    service: "catalog".into(),
+                    after: Duration::from_secs(1),
+                },
+                None,
+            ),
+            (
+                DispatchError::OutcomeUnknown {
+                    operation_id: "op".into(),
+                    error: PublishError::Timeout(Duration::from_secs(5)),
+                },
+                None,
+            ),
+        ];
+        for (error, expected) in reasons {
+            assert_eq!(error.refusal(), expected, "{error}");
+        }
+    }
+
+    #[test]
     fn every_dispatch_error_has_its_status_and_retry_advice() {
         let problem = |e: DispatchError| Problem::from(e);
         let unsent = problem(DispatchError::NotSent {
@@ -634,6 +685,19 @@ mod tests {
             unsent.detail.contains("nothing was applied"),
             "{}",
             unsent.detail
+        );
+        let full = problem(DispatchError::NotSent {
+            service: "social".into(),
+            error: PublishError::Nacked,
+        });
+        assert_eq!(
+            (full.status, full.kind, full.retry_after),
+            (503, "unavailable", Some(2))
+        );
+        assert!(
+            full.detail.contains("social service is overloaded"),
+            "{}",
+            full.detail
         );
         let unknown = problem(DispatchError::OutcomeUnknown {
             operation_id: "op".into(),

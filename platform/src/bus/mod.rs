@@ -99,6 +99,12 @@ impl BrokerState {
     }
 }
 
+/// True for the broker's 406 PRECONDITION_FAILED: a queue redeclared with arguments other
+/// than those it has.
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
+}
+
 /// Follows one connection's `connection.blocked` / `unblocked` notifications until the
 /// connection's event stream ends or the bus closes. While blocked, publishes fail at once
 /// (the broker would hold them for as long as the alarm lasts).
@@ -253,7 +259,7 @@ impl Bus {
 
     /// Declares the exchanges and every service's queues on `connection`.
     async fn declare_all(&self, connection: &Connection) -> anyhow::Result<()> {
-        let channel = connection
+        let mut channel = connection
             .create_channel()
             .await
             .context("cannot open a channel")?;
@@ -268,7 +274,8 @@ impl Bus {
             .map(|s| s.clone())
             .unwrap_or_default();
         for service in &services {
-            self.declare_queues(&channel, service).await?;
+            self.declare_queues(connection, &mut channel, service)
+                .await?;
         }
         // The declaring channel is not reused for traffic; closing it keeps the channel
         // count equal to what the publisher and consumers need.
@@ -436,8 +443,9 @@ impl Bus {
             queries: owned(queries),
         };
         let connection = self.current().context("the broker connection is down")?;
-        let channel = connection.create_channel().await?;
-        self.declare_queues(&channel, &queues).await?;
+        let mut channel = connection.create_channel().await?;
+        self.declare_queues(&connection, &mut channel, &queues)
+            .await?;
         let _ = channel.close(200, "declared".into()).await;
         if let Ok(mut services) = self.link.services.lock()
             && !services.iter().any(|s| s.service == service)
@@ -482,7 +490,8 @@ impl Bus {
 
     async fn declare_queues(
         &self,
-        channel: &lapin::Channel,
+        connection: &Connection,
+        channel: &mut lapin::Channel,
         queues: &ServiceQueues,
     ) -> anyhow::Result<()> {
         let topology = &self.topology;
@@ -493,15 +502,38 @@ impl Bus {
             .declare_delays(channel, &self.retry_delays())
             .await
             .context("cannot declare the delay queues")?;
-        topology
-            .declare_work_queue(
-                channel,
-                &topology.command_queue(&queues.service),
-                &topology.commands_exchange(),
-                &keys(&queues.commands),
-            )
+        let queue = topology.command_queue(&queues.service);
+        let exchange = topology.commands_exchange();
+        let commands = keys(&queues.commands);
+        let bound = self.config.command_queue_max_length;
+        match topology
+            .declare_work_queue(channel, &queue, &exchange, &commands, Some(bound))
             .await
-            .context("cannot declare the command queue")?;
+        {
+            Ok(()) => {}
+            // The queue exists with other arguments (declared before the bound, or with
+            // another one): the broker closed the channel. Keep the queue and its messages,
+            // bind it on a new channel, and say how to apply the bound.
+            Err(error) if is_precondition_failed(&error) => {
+                tracing::warn!(
+                    queue,
+                    bound,
+                    %error,
+                    "command queue declared without its bound (or with another): it is used as it is; apply the bound with a policy (docs/operations.md)"
+                );
+                *channel = connection
+                    .create_channel()
+                    .await
+                    .context("cannot open a channel")?;
+                topology
+                    .bind_work_queue(channel, &queue, &exchange, &commands)
+                    .await
+                    .context("cannot bind the command queue")?;
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context("cannot declare the command queue"));
+            }
+        }
         if !queues.events.is_empty() {
             topology
                 .declare_work_queue(
@@ -509,6 +541,7 @@ impl Bus {
                     &topology.event_queue(&queues.service),
                     &topology.events_exchange(),
                     &keys(&queues.events),
+                    None,
                 )
                 .await
                 .context("cannot declare the event queue")?;

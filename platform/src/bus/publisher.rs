@@ -39,7 +39,8 @@ pub enum PublishError {
     /// No queue is bound for the routing key (the broker returned a mandatory message).
     #[error("no queue is bound for routing key {0}")]
     Unroutable(String),
-    /// The broker refused to take responsibility for the message.
+    /// The broker refused to take responsibility for the message: its queue is at its
+    /// bound (`x-max-length` with `reject-publish`), or the broker could not store it.
     #[error("the broker nacked the message")]
     Nacked,
     /// The publish was sent but neither confirmed nor refused in time: the message may or

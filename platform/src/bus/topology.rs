@@ -166,13 +166,16 @@ impl Topology {
     }
 
     /// Declares a durable quorum queue bound to `exchange` under `keys`, with its own
-    /// dead-letter queue bound to the dead-letter exchange.
+    /// dead-letter queue bound to the dead-letter exchange. With `max_length`, the queue
+    /// holds at most that many messages and refuses further publishes (the publisher gets a
+    /// nack); dead-lettering and retries wait for room rather than drop anything.
     pub async fn declare_work_queue(
         &self,
         channel: &Channel,
         queue: &str,
         exchange: &str,
         keys: &[&str],
+        max_length: Option<u32>,
     ) -> lapin::Result<()> {
         let dlq = self.dead_letter_queue(queue);
         let durable = QueueDeclareOptions {
@@ -191,8 +194,27 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        let args = quorum_args(Some((&self.dead_letter_exchange(), &dlq)));
+        let mut args = quorum_args(Some((&self.dead_letter_exchange(), &dlq)));
+        if let Some(bound) = max_length {
+            // reject-publish is already set (at-least-once dead-lettering needs it).
+            args.insert(
+                "x-max-length".into(),
+                AMQPValue::LongLongInt(i64::from(bound)),
+            );
+        }
         channel.queue_declare(queue.into(), durable, args).await?;
+        self.bind_work_queue(channel, queue, exchange, keys).await
+    }
+
+    /// Binds an existing work queue to `exchange` under `keys`, whatever its arguments: for
+    /// a queue declared before its arguments changed (a quorum queue's cannot change).
+    pub async fn bind_work_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        exchange: &str,
+        keys: &[&str],
+    ) -> lapin::Result<()> {
         for key in keys {
             channel
                 .queue_bind(

@@ -45,6 +45,7 @@ async fn lists_shows_and_replays_a_dead_letter_back_to_its_queue() {
             &queue,
             &topology.commands_exchange(),
             &["social.post.create"],
+            None,
         )
         .await
         .unwrap();
