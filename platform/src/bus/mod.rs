@@ -519,7 +519,7 @@ impl Bus {
                     queue,
                     bound,
                     %error,
-                    "command queue declared without its bound (or with another): it is used as it is; apply the bound with a policy (docs/operations.md)"
+                    "command queue declared without its bound (or with another): it is used as it is; apply the bound with a policy (observability/runbooks.md#serviceoverloaded)"
                 );
                 *channel = connection
                     .create_channel()
