@@ -95,6 +95,17 @@ impl ActorKey {
         envelope.actor_proof = Some(hex::encode(proof));
     }
 
+    /// Decodes a command as `M` ([`crate::bus::decode`]) whose actor, if it names one,
+    /// carries a proof made with this key: what every command consumer accepts.
+    pub fn decode<M: contracts::Message>(
+        &self,
+        incoming: &crate::bus::Incoming,
+    ) -> Result<M, DeadLetter> {
+        let command = crate::bus::decode::<M>(incoming)?;
+        self.verify(&incoming.envelope, &incoming.body)?;
+        Ok(command)
+    }
+
     /// The command's actor, if it names one and the proof holds. An actor without a valid
     /// proof is a dead letter: nobody we trust sent it.
     pub fn verify(&self, envelope: &Envelope, body: &[u8]) -> Result<Option<Actor>, DeadLetter> {

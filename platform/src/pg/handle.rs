@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::outbox::Relay;
-use super::{GenericClient, Pool, Transaction};
+use super::{GenericClient, Pool, Transaction, prepared};
 use crate::bus::consumer::BatchHandler;
 use crate::bus::{DeadLetter, Disposition, Incoming};
 
@@ -28,19 +28,12 @@ pub use crate::effect::Effect;
 
 pub use super::transient::Transient;
 
-/// Claims `message_id` in the inbox; false means it was handled before.
-pub async fn claim<C: GenericClient + Sync>(
-    client: &C,
-    message_id: Uuid,
-) -> Result<bool, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached("INSERT INTO inbox (message_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .await?;
-    Ok(client.execute(&statement, &[&message_id]).await? == 1)
+/// The start of every outcome query; a macro so each query is one constant string.
+macro_rules! select_outcomes {
+    () => {
+        "SELECT id, status, rejection, resource, completed_at, request_fingerprint FROM operations"
+    };
 }
-
-const OUTCOME_COLUMNS: &str =
-    "id, status, rejection, resource, completed_at, request_fingerprint FROM operations";
 
 fn outcome_of(row: &tokio_postgres::Row) -> Outcome {
     let status: String = row.get(1);
@@ -64,10 +57,12 @@ pub async fn find_outcome<C: GenericClient + Sync>(
     client: &C,
     operation_id: Uuid,
 ) -> Result<Option<Outcome>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(&format!("SELECT {OUTCOME_COLUMNS} WHERE id = $1"))
-        .await?;
-    let row = client.query_opt(&statement, &[&operation_id]).await?;
+    let row = prepared::query_opt(
+        client,
+        concat!(select_outcomes!(), " WHERE id = $1"),
+        &[&operation_id],
+    )
+    .await?;
     Ok(row.as_ref().map(outcome_of))
 }
 
@@ -76,10 +71,12 @@ async fn find_outcomes<C: GenericClient + Sync>(
     client: &C,
     operation_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Outcome>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(&format!("SELECT {OUTCOME_COLUMNS} WHERE id = ANY($1)"))
-        .await?;
-    let rows = client.query(&statement, &[&operation_ids]).await?;
+    let rows = prepared::query(
+        client,
+        concat!(select_outcomes!(), " WHERE id = ANY($1)"),
+        &[&operation_ids],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(outcome_of)
@@ -94,13 +91,13 @@ async fn claim_all<C: GenericClient + Sync>(
     client: &C,
     message_ids: &[Uuid],
 ) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO inbox (message_id) SELECT unnest($1::uuid[])
-             ON CONFLICT DO NOTHING RETURNING message_id",
-        )
-        .await?;
-    let rows = client.query(&statement, &[&message_ids]).await?;
+    let rows = prepared::query(
+        client,
+        "INSERT INTO inbox (message_id) SELECT unnest($1::uuid[])
+         ON CONFLICT DO NOTHING RETURNING message_id",
+        &[&message_ids],
+    )
+    .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -134,25 +131,13 @@ async fn record_outcomes<C: GenericClient + Sync>(
         completed.push(outcome.completed_at);
         fingerprints.push(outcome.request_fingerprint.clone());
     }
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO operations (id, status, rejection, resource, completed_at, request_fingerprint)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::timestamptz[], $6::text[])",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &ids,
-                &statuses,
-                &rejections,
-                &resources,
-                &completed,
-                &fingerprints,
-            ],
-        )
-        .await?;
+    prepared::execute(
+        client,
+        "INSERT INTO operations (id, status, rejection, resource, completed_at, request_fingerprint)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::timestamptz[], $6::text[])",
+        &[&ids, &statuses, &rejections, &resources, &completed, &fingerprints],
+    )
+    .await?;
     Ok(())
 }
 
@@ -369,7 +354,10 @@ impl<A: Apply> Batched<A> {
             "postgres transaction",
             otel.kind = "client",
             db.system = "postgresql",
-            db.operation.name = %format!("{} transaction", self.noun()),
+            db.operation.name = match self.queue {
+                Queue::Commands => "command transaction",
+                Queue::Events => "event transaction",
+            },
             messages = jobs.len(),
         );
         for job in jobs.iter().skip(1) {

@@ -57,22 +57,17 @@ pub async fn enqueue<C: GenericClient + Sync>(
 ) -> Result<(), tokio_postgres::Error> {
     let envelope_json = serde_json::to_value(envelope).unwrap_or_default();
     let body = String::from_utf8_lossy(body).into_owned();
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO outbox (message_id, routing_key, envelope, body) VALUES ($1, $2, $3, $4)",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &envelope.message_id,
-                &envelope.message_type,
-                &envelope_json,
-                &body,
-            ],
-        )
-        .await?;
+    super::prepared::execute(
+        client,
+        "INSERT INTO outbox (message_id, routing_key, envelope, body) VALUES ($1, $2, $3, $4)",
+        &[
+            &envelope.message_id,
+            &envelope.message_type,
+            &envelope_json,
+            &body,
+        ],
+    )
+    .await?;
     Ok(())
 }
 

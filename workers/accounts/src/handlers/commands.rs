@@ -2,7 +2,7 @@
 
 use contracts::accounts::{AccountsCommand, AccountsEvent, Register, Role, User, UserRef, events};
 use contracts::{Envelope, Rejection};
-use platform::bus::{DeadLetter, Incoming, decode};
+use platform::bus::{DeadLetter, Incoming};
 use platform::pg::Transaction;
 use platform::pg::handle::{Apply, Effect, Transient, TxFuture};
 use platform::pg::outbox;
@@ -30,9 +30,7 @@ impl Apply for CommandHandler {
     type Message = AccountsCommand;
 
     fn accept(&self, incoming: &Incoming) -> Result<AccountsCommand, DeadLetter> {
-        let command = decode::<AccountsCommand>(incoming)?;
-        self.actors.verify(&incoming.envelope, &incoming.body)?;
-        Ok(command)
+        self.actors.decode(incoming)
     }
 
     fn apply<'t>(

@@ -2,7 +2,7 @@
 
 use contracts::social::{CreatePost, PostRef, Repost, SocialCommand, SocialEvent};
 use contracts::{Envelope, Rejection};
-use platform::bus::{DeadLetter, Incoming, decode};
+use platform::bus::{DeadLetter, Incoming};
 use platform::pg::Transaction;
 use platform::pg::handle::{Apply, Effect, Transient, TxFuture};
 
@@ -28,9 +28,7 @@ impl Apply for CommandHandler {
     type Message = SocialCommand;
 
     fn accept(&self, incoming: &Incoming) -> Result<SocialCommand, DeadLetter> {
-        let command = decode::<SocialCommand>(incoming)?;
-        self.actors.verify(&incoming.envelope, &incoming.body)?;
-        Ok(command)
+        self.actors.decode(incoming)
     }
 
     fn apply<'t>(
